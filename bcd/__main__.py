@@ -1,0 +1,3 @@
+from bcd.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``bcd`` command line interface."""

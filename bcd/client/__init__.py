@@ -1,0 +1,24 @@
+"""Low-level, boto3-like clients: dicts in, dicts out, SageMaker's names.
+
+:class:`Client` gathers one mixin per service (training, tuning, registry);
+:class:`RuntimeClient` invokes endpoints. The CLI and :mod:`bcd.sdk` sit on
+the same services. Each mixin adds its waiters by extending ``_waiters``.
+"""
+
+from __future__ import annotations
+
+from bcd.client._base import BaseClient, Waiter
+from bcd.client._registry import RegistryMixin
+from bcd.client._runtime import RuntimeMixin
+from bcd.client._training import TrainingMixin
+from bcd.client._tuning import TuningMixin
+
+__all__ = ["BaseClient", "Client", "RuntimeClient", "Waiter"]
+
+
+class Client(TrainingMixin, TuningMixin, RegistryMixin):
+    """``bcd.client()``: training jobs, tuning jobs, models, endpoint configs, endpoints."""
+
+
+class RuntimeClient(RuntimeMixin):
+    """``bcd.runtime_client()``: ``invoke_endpoint``."""

@@ -1,0 +1,83 @@
+"""Settings, read from ``BCD_*`` environment variables (and ``.env``).
+
+Nothing is read at import time: call :func:`get_settings` (cached) or build a
+:class:`Settings` yourself and pass it down, as tests do.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of bcd.
+
+    Attributes:
+        home: Root folder for local state (``BCD_HOME``, default ``./.bcd``).
+        database_url: SQLAlchemy URL of the metadata store; default a SQLite
+            file ``bcd.db`` in ``home``. PostgreSQL URLs work for many machines.
+        artifact_root: fsspec URL under which job artifacts live; default
+            ``home/artifacts``. ``s3://bucket/prefix`` needs ``bcd[s3]``.
+        dataset_root: fsspec URL under which imported datasets live; default
+            ``home/datasets``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BCD_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".bcd"))
+    database_url: str | None = None
+    artifact_root: str | None = None
+    dataset_root: str | None = None
+    s3_endpoint_url: str | None = None
+
+    log_level: str = "INFO"
+    log_sensitive: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    default_endpoint: str = "bcd-default"
+    require_api_key: bool | None = None
+    max_body_bytes: int = 6 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_slide_bytes: int = 4 * 1024**3
+    request_timeout_s: float = 30.0
+    cors_origins: list[str] = Field(default_factory=list)
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0
+    inference_threads: int | None = None
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The metadata store URL, defaulting to SQLite in ``home``."""
+        return self.database_url or f"sqlite:///{self.home / 'bcd.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """Where job artifacts go (fsspec URL or local path)."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def resolved_dataset_root(self) -> str:
+        """Where imported datasets go (fsspec URL or local path)."""
+        return self.dataset_root or str(self.home / "datasets")
+
+    def storage_options(self) -> dict[str, object]:
+        """fsspec keyword arguments for remote URLs (the S3 endpoint, when set)."""
+        if self.s3_endpoint_url:
+            return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}}
+        return {}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,110 @@
+"""The one error hierarchy of bcd.
+
+Every error a user can cause or act on derives from :class:`BcdError`. Each class
+carries a stable machine-readable ``code``; the CLI maps classes to exit codes
+(:mod:`bcd.cli.main`) and the REST server maps them to HTTP statuses
+(:mod:`bcd.serving`), each in one table.
+"""
+
+from __future__ import annotations
+
+
+class BcdError(Exception):
+    """Base of all bcd errors.
+
+    Args:
+        message: What was wrong and what to do about it, for a human.
+    """
+
+    code = "bcd_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(BcdError):
+    """The caller's input is malformed, out of range or inconsistent."""
+
+    code = "invalid_input"
+
+
+class NotFoundError(BcdError):
+    """A named resource (dataset, job, model, endpoint, …) does not exist."""
+
+    code = "not_found"
+
+
+class ConflictError(BcdError):
+    """A resource with that name exists already, or its state forbids the action."""
+
+    code = "conflict"
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A request body's content type is not one bcd accepts."""
+
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body or an image is over the configured limit."""
+
+    code = "payload_too_large"
+
+
+class AuthenticationError(BcdError):
+    """No API key, or an unknown one."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(BcdError):
+    """A valid API key that may not do this (revoked, wrong scope)."""
+
+    code = "permission_denied"
+
+
+class NotReadyError(BcdError):
+    """A service or endpoint is not ready to answer yet."""
+
+    code = "not_ready"
+
+
+class DependencyMissingError(BcdError):
+    """An optional dependency (torch, openslide, s3fs, …) is not installed."""
+
+    code = "dependency_missing"
+
+
+class JobFailedError(BcdError):
+    """A training or tuning job ended ``Failed``; the message holds its FailureReason."""
+
+    code = "job_failed"
+
+
+class BcdTimeoutError(BcdError):
+    """An operation (waiter, request) did not finish in time."""
+
+    code = "timeout"
+
+
+def require(module: str, extra: str) -> None:
+    """Fail with a clear message when an optional dependency is missing.
+
+    Args:
+        module: Importable module name, e.g. ``"torch"``.
+        extra: The ``pip install 'bcd[EXTRA]'`` extra that brings it.
+
+    Raises:
+        DependencyMissingError: When ``module`` cannot be imported.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise DependencyMissingError(
+            f"{module!r} is not installed; install it with: pip install 'bcd[{extra}]'"
+        )
