@@ -11,8 +11,8 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
 from pathlib import Path
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
