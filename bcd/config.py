@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_batch_size: int = 64
     max_batch_wait_ms: float = 2.0
     inference_threads: int | None = None
+    # Where the runtime client sends invoke_endpoint (unset: in-process), and its key.
+    endpoint_url: str | None = None
+    api_key: str | None = None
+    job_stop_grace_s: float = 30.0
+    job_sample_interval_s: float = 5.0
 
     @field_validator("home")
     @classmethod

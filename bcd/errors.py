@@ -38,6 +38,12 @@ class NotFoundError(BcdError):
     code = "not_found"
 
 
+class UnknownVariantError(NotFoundError):
+    """A request pinned a production variant the endpoint does not have."""
+
+    code = "unknown_variant"
+
+
 class ConflictError(BcdError):
     """A resource with that name exists already, or its state forbids the action."""
 

@@ -1,9 +1,203 @@
-"""CLI commands: slides (to be filled in)."""
+"""CLI commands: ``bcd slide analyze`` and ``bcd slide from-patches``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bcd.errors import InvalidInputError
+
+console = Console()
+slide_app = typer.Typer(help="Whole-slide IDC analysis: heatmaps, reports, dataset slides.")
+
+
+@contextmanager
+def _classifier(
+    endpoint: str | None, model_dir: Path | None
+) -> Iterator[tuple[Callable[[Any], Any], dict[str, Any]]]:
+    """The tile classifier: a model folder, or a registered endpoint (in-process runtime)."""
+    if model_dir is not None:
+        from bcd.serving import ModelRuntime
+
+        runtime = ModelRuntime(model_dir, max_batch_size=256, name="slide")
+        try:
+            yield (lambda tiles: runtime.predict(list(tiles))), {"model": model_dir.name}
+        finally:
+            runtime.close()
+        return
+    from bcd.config import get_settings
+    from bcd.serving import local_service
+
+    settings = get_settings()
+    name = endpoint or settings.default_endpoint
+    service = local_service(settings)
+    endpoints = service.router
+    if endpoints.needs_refresh(name):
+        endpoints.refresh(name)
+    with endpoints.use(name) as loaded:
+        variant = endpoints.choose(loaded, None)
+
+        def predict(tiles: Any) -> Any:
+            return variant.runtime.predict(list(tiles))
+
+        yield predict, {"endpoint": name, "variant": variant.name, "model": variant.model_name}
+
+
+def _summary_table(report: dict[str, Any], out: Path) -> Table:
+    table = Table(show_header=False, box=None)
+    tiles = report["tiles"]
+    table.add_row("tissue tiles", f"{tiles['tissue']} of {tiles['grid']}")
+    table.add_row("IDC-positive tissue", f"{100 * report['idc_positive_fraction']:.1f} %")
+    table.add_row("IDC area", f"{report['idc_area_mm2']:.2f} mm²")
+    region = report.get("largest_region")
+    if region:
+        table.add_row(
+            "largest IDC region",
+            f"{region['tiles']} tiles at x={region['bbox']['x']}, y={region['bbox']['y']}",
+        )
+    truth = report.get("ground_truth")
+    if truth:
+        auc = truth.get("auc")
+        bac = truth.get("balanced_accuracy")
+        f1 = truth.get("f1")
+        table.add_row(
+            "against ground truth",
+            f"AUC {auc if auc is None else f'{auc:.3f}'}, "
+            f"BAC {bac if bac is None else f'{bac:.3f}'}, F1 {f1 if f1 is None else f'{f1:.3f}'}",
+        )
+    table.add_row("speed", f"{report['timings']['tiles_per_second']} tiles/s")
+    for note in report.get("notes", []):
+        table.add_row("note", note)
+    table.add_row("outputs", str(out))
+    return table
+
+
+def analyze(
+    slide: Path = typer.Argument(
+        ..., help="Slide or region: PNG, JPEG, TIFF, or SVS/NDPI/… with bcd[slides]."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for heatmap, maps and reports."),
+    endpoint: str | None = typer.Option(
+        None,
+        "--endpoint",
+        "-e",
+        help="Endpoint whose model scores tiles (default: BCD_DEFAULT_ENDPOINT).",
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="Score with a model folder (model.json + ONNX) instead."
+    ),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="Ground truth (truth.npy/truth.png from from-patches) for metrics."
+    ),
+    stride: int = typer.Option(50, help="Step between tiles in model pixels (50 = no overlap)."),
+    threshold: float = typer.Option(0.5, help="IDC probability at which a tile is positive."),
+    mpp: float | None = typer.Option(None, help="Microns per pixel, overriding the file's."),
+    model_mpp: float = typer.Option(4.0, help="Resolution of the model's training patches."),
+    all_tiles: bool = typer.Option(False, "--all-tiles", help="Score background tiles too."),
+    top_k: int = typer.Option(12, help="How many of the most suspicious tiles to list."),
+    batch_size: int = typer.Option(256, help="Tiles per inference call."),
+) -> None:
+    """Score every tissue tile of a slide; write heatmap, probability map and reports."""
+    from bcd.slides import AnalysisOptions, analyze_file, load_truth
+
+    if endpoint and model_dir:
+        raise InvalidInputError("give --endpoint or --model-dir, not both")
+    options = AnalysisOptions(
+        stride=stride,
+        threshold=threshold,
+        mpp=mpp,
+        model_mpp=model_mpp,
+        detect_tissue=not all_tiles,
+        top_k=top_k,
+        batch_size=batch_size,
+    ).validate()
+    truth_map = load_truth(truth) if truth else None
+    with (
+        _classifier(endpoint, model_dir) as (predict, model),
+        Progress(
+            TextColumn("[bold]scoring tiles"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("tiles", total=None)
+        report = analyze_file(
+            slide,
+            predict,
+            out,
+            options=options,
+            truth=truth_map,
+            model=model,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(_summary_table(report, out))
+
+
+def from_patches(
+    patient_dir: Path = typer.Argument(..., help="One patient's folder: <patient>/<0|1>/*.png."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for slide.png, truth.npy/.png."),
+    endpoint: str | None = typer.Option(
+        None,
+        "--endpoint",
+        "-e",
+        help="Also analyse the slide on this endpoint (into OUT/analysis).",
+    ),
+    model_dir: Path | None = typer.Option(
+        None, "--model-dir", help="Also analyse the slide with this model folder."
+    ),
+) -> None:
+    """Reassemble a patient's dataset patches into a slide and its ground-truth map."""
+    from bcd.slides import AnalysisOptions, analyze_file, reassemble_patient, write_reassembled
+
+    with console.status("reassembling patches"):
+        slide = reassemble_patient(patient_dir)
+        paths = write_reassembled(slide, out)
+    console.print(
+        f"[bold]{slide.patches}[/] patches ({int((slide.truth == 1).sum())} IDC) → "
+        f"{paths['slide.png']} ({slide.image.shape[1]}x{slide.image.shape[0]} px), "
+        f"ground truth {paths['truth.npy']}"
+    )
+    for problem in slide.problems[:10]:
+        console.print(f"[yellow]skipped[/] {problem}")
+    if len(slide.problems) > 10:
+        console.print(f"[yellow]… and {len(slide.problems) - 10} more skipped files[/]")
+    if endpoint is None and model_dir is None:
+        console.print(
+            f"next: bcd slide analyze {paths['slide.png']} --truth {paths['truth.npy']} "
+            f"--out {out / 'analysis'}"
+        )
+        return
+    with _classifier(endpoint, model_dir) as (predict, model), console.status("analysing"):
+        report = analyze_file(
+            paths["slide.png"],
+            predict,
+            out / "analysis",
+            options=AnalysisOptions(),
+            truth=slide.truth,
+            model=model,
+        )
+    console.print(_summary_table(report, out / "analysis"))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``bcd slide …`` to the root app."""
+    slide_app.command("analyze")(analyze)
+    slide_app.command("from-patches")(from_patches)
+    app.add_typer(slide_app, name="slide")

@@ -1,0 +1,285 @@
+"""The built-in algorithms ``image-classification`` (ResNet) and ``cnn``.
+
+Both run ``python -m bcd.algorithms.train`` and share SageMaker's
+image-classification hyperparameter names; each adds its own few.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bcd.algorithms._base import Algorithm
+from bcd.algorithms._hyperparameters import (
+    Hyperparameter,
+    RawValue,
+    parse_class_weights,
+    parse_epoch_list,
+    parse_image_shape,
+    validate,
+)
+from bcd.algorithms.metrics import VALIDATION_METRICS, builtin_metric_definitions
+from bcd.errors import InvalidInputError
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "nag")
+AUGMENTATION_TYPES = ("none", "crop", "crop_color", "crop_color_transform")
+LR_SCHEDULERS = ("none", "step", "cosine")
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+RESNET_STEMS = ("compact", "full", "imagenet")
+
+COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter("num_classes", "int", 2, "number of classes", minimum=2, maximum=1000),
+    Hyperparameter(
+        "num_training_samples",
+        "int",
+        0,
+        "training set size (informational; 0 = use the channel's size)",
+        minimum=0,
+    ),
+    Hyperparameter("mini_batch_size", "int", 128, "images per batch", minimum=1, maximum=4096),
+    Hyperparameter(
+        "image_shape",
+        "str",
+        "3,50,50",
+        "input 'channels,height,width'; must match the packed patches",
+        check=parse_image_shape,
+    ),
+    Hyperparameter(
+        "augmentation_type",
+        "choice",
+        "crop",
+        "training augmentation; every type but none adds flips and 90-degree rotations",
+        choices=AUGMENTATION_TYPES,
+    ),
+    Hyperparameter("epochs", "int", 10, "passes over the training data", minimum=1, maximum=10000),
+    Hyperparameter(
+        "learning_rate",
+        "float",
+        0.001,
+        "initial learning rate",
+        minimum=0.0,
+        maximum=10.0,
+        exclusive_minimum=True,
+    ),
+    Hyperparameter("optimizer", "choice", "adam", "optimizer", choices=OPTIMIZERS),
+    Hyperparameter("momentum", "float", 0.9, "momentum of sgd/nag/rmsprop", minimum=0, maximum=1),
+    Hyperparameter("weight_decay", "float", 0.0001, "L2 weight decay", minimum=0, maximum=1),
+    Hyperparameter(
+        "beta_1", "float", 0.9, "adam beta1", minimum=0, maximum=1, exclusive_maximum=True
+    ),
+    Hyperparameter(
+        "beta_2", "float", 0.999, "adam beta2", minimum=0, maximum=1, exclusive_maximum=True
+    ),
+    Hyperparameter(
+        "eps",
+        "float",
+        1e-8,
+        "adam/rmsprop epsilon",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    ),
+    Hyperparameter(
+        "gamma", "float", 0.9, "rmsprop decay factor", minimum=0, maximum=1, exclusive_maximum=True
+    ),
+    Hyperparameter(
+        "lr_scheduler", "choice", "step", "learning-rate schedule", choices=LR_SCHEDULERS
+    ),
+    Hyperparameter(
+        "lr_scheduler_step",
+        "str",
+        "",
+        "epochs at which step decay multiplies the rate by lr_scheduler_factor, e.g. '10,20'",
+        check=parse_epoch_list,
+    ),
+    Hyperparameter(
+        "lr_scheduler_factor",
+        "float",
+        0.1,
+        "step decay factor",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    ),
+    Hyperparameter("early_stopping", "bool", False, "stop when the selection metric stalls"),
+    Hyperparameter(
+        "early_stopping_patience",
+        "int",
+        5,
+        "epochs without improvement before stopping",
+        minimum=1,
+        maximum=10000,
+    ),
+    Hyperparameter(
+        "early_stopping_min_epochs",
+        "int",
+        10,
+        "epochs always run before early stopping may act",
+        minimum=1,
+        maximum=10000,
+    ),
+    Hyperparameter(
+        "early_stopping_tolerance",
+        "float",
+        0.0,
+        "relative improvement below which an epoch does not count as better",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
+    ),
+    Hyperparameter(
+        "model_selection_metric",
+        "choice",
+        "validation:bac",
+        "metric that picks the best epoch (the artifact) and drives early stopping",
+        choices=VALIDATION_METRICS,
+    ),
+    Hyperparameter(
+        "checkpoint_frequency",
+        "int",
+        1,
+        "save a checkpoint every this many epochs",
+        minimum=1,
+        maximum=10000,
+    ),
+    Hyperparameter(
+        "class_weights",
+        "str",
+        "balanced",
+        "loss weights: balanced (inverse class frequency), none, or one number per class",
+        check=parse_class_weights,
+    ),
+    Hyperparameter("seed", "int", 0, "random seed", minimum=0, maximum=2**31 - 1),
+)
+
+RESNET_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter("num_layers", "int", 18, "ResNet depth", choices=RESNET_DEPTHS),
+    Hyperparameter(
+        "stem",
+        "choice",
+        "compact",
+        "input stem: compact (3x3 stride-2 conv), full (3x3 stride-1) or imagenet (7x7 + pool)",
+        choices=RESNET_STEMS,
+    ),
+    Hyperparameter(
+        "use_pretrained_model", "bool", False, "start from ImageNet weights in a local file"
+    ),
+    Hyperparameter(
+        "pretrained_weights",
+        "str",
+        "",
+        "path of torchvision's ImageNet state dict (default $BCD_HOME/pretrained/resnetN.pth)",
+    ),
+)
+
+CNN_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter(
+        "dropout",
+        "float",
+        0.4,
+        "dropout before the logits",
+        minimum=0,
+        maximum=1,
+        exclusive_maximum=True,
+    ),
+)
+
+
+def default_pretrained_path(num_layers: int) -> Path:
+    """Where ``use_pretrained_model=1`` looks when ``pretrained_weights`` is empty."""
+    from bcd.config import get_settings
+
+    return get_settings().home / "pretrained" / f"resnet{num_layers}.pth"
+
+
+class BuiltinAlgorithm(Algorithm):
+    """An algorithm run by bcd's own trainer, ``python -m bcd.algorithms.train``.
+
+    Args:
+        name: Registry name.
+        description: One line for listings.
+        specific: Hyperparameters added to :data:`COMMON_HYPERPARAMETERS`.
+    """
+
+    def __init__(
+        self, name: str, description: str, specific: tuple[Hyperparameter, ...]
+    ) -> None:
+        self.name = name
+        self.description = description
+        self._hyperparameters = COMMON_HYPERPARAMETERS + specific
+
+    @property
+    def hyperparameters(self) -> tuple[Hyperparameter, ...]:
+        return self._hyperparameters
+
+    @property
+    def metric_definitions(self) -> list[dict[str, str]]:
+        return builtin_metric_definitions()
+
+    def validate_hyperparameters(self, raw: Mapping[str, RawValue]) -> dict[str, Any]:
+        values = validate(raw, self._hyperparameters, self.name)
+        if values["lr_scheduler"] != "step" and values["lr_scheduler_step"]:
+            raise InvalidInputError(
+                f"lr_scheduler_step={values['lr_scheduler_step']!r} only applies to "
+                f"lr_scheduler=step, not {values['lr_scheduler']!r}; drop one of them"
+            )
+        weights = values["class_weights"]
+        if weights not in ("balanced", "none"):
+            count = len(weights.split(","))
+            if count != values["num_classes"]:
+                raise InvalidInputError(
+                    f"class_weights has {count} weights but num_classes is "
+                    f"{values['num_classes']}; give one weight per class"
+                )
+        if "use_pretrained_model" in values:
+            values["pretrained_weights"] = _check_pretrained(values)
+        return values
+
+    def command(self, hyperparameters: Mapping[str, Any], **options: Any) -> list[str]:
+        if options:
+            raise InvalidInputError(
+                f"algorithm {self.name!r} takes no options, got: {', '.join(sorted(options))}"
+            )
+        values = self.validate_hyperparameters(
+            {name: _raw(value) for name, value in hyperparameters.items()}
+        )
+        argv = [sys.executable, "-u", "-m", "bcd.algorithms.train", "--algorithm", self.name]
+        for spec in self._hyperparameters:
+            argv += [f"--{spec.name}", spec.format(values[spec.name])]
+        return argv
+
+
+def _check_pretrained(values: dict[str, Any]) -> str:
+    """Resolve ``pretrained_weights`` to an absolute path that exists, if needed."""
+    given = values["pretrained_weights"]
+    if not values["use_pretrained_model"]:
+        return str(Path(given).expanduser().resolve()) if given else ""
+    path = Path(given).expanduser() if given else default_pretrained_path(values["num_layers"])
+    path = path.resolve()
+    if not path.is_file():
+        raise InvalidInputError(
+            f"use_pretrained_model=1 needs torchvision's ImageNet weights for "
+            f"resnet{values['num_layers']} in a local file, but {path} does not exist. "
+            f"bcd never downloads weights: copy the state dict file (e.g. the "
+            f"resnet{values['num_layers']} '.pth' from torchvision's model zoo) to {path}, "
+            "or pass pretrained_weights=PATH"
+        )
+    return str(path)
+
+
+def _raw(value: Any) -> RawValue:
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+IMAGE_CLASSIFICATION = BuiltinAlgorithm(
+    "image-classification",
+    "ResNet (18/34/50/101/152 layers) with a stem for 50x50 patches",
+    RESNET_HYPERPARAMETERS,
+)
+CNN = BuiltinAlgorithm(
+    "cnn",
+    "small CNN (conv-pool-conv-pool-dense), fast on CPU",
+    CNN_HYPERPARAMETERS,
+)

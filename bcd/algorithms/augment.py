@@ -1,0 +1,211 @@
+"""Batched, vectorised augmentation and normalisation of uint8 patches.
+
+Every transform acts on a whole batch at once (no Python loop over images) so
+the data path stays far cheaper than a training step:
+
+- dihedral group (every type but ``none``): random horizontal flip, vertical
+  flip and transpose — together all 8 flips and 90° rotations, to which
+  histology is invariant;
+- ``crop``: a random crop of ``image_shape`` from the patch reflect-padded by
+  4 pixels (a shift of up to ±4 px);
+- ``crop_color``: plus brightness, contrast, saturation and per-channel
+  (stain) gain jitter;
+- ``crop_color_transform``: plus a small random affine warp (rotation ±15°,
+  scale 0.9–1.1, shear ±5°) with reflected borders.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+PAD = 4
+
+
+class BatchAugmenter:
+    """Applies one ``augmentation_type`` to batches of patches.
+
+    Args:
+        augmentation_type: ``none``, ``crop``, ``crop_color`` or
+            ``crop_color_transform``.
+        image_size: (height, width) of the output.
+        generator: Source of randomness (seeded by the trainer).
+    """
+
+    def __init__(
+        self,
+        augmentation_type: str,
+        image_size: tuple[int, int],
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if augmentation_type not in ("none", "crop", "crop_color", "crop_color_transform"):
+            raise ValueError(f"unknown augmentation_type {augmentation_type!r}")
+        self.augmentation_type = augmentation_type
+        self.image_size = image_size
+        self.generator = generator
+
+    def geometric(self, images: torch.Tensor) -> torch.Tensor:
+        """Crop and dihedral transforms on uint8 NCHW images.
+
+        Args:
+            images: (N, 3, H, W) uint8.
+
+        Returns:
+            (N, 3, h, w) uint8, (h, w) = ``image_size``.
+        """
+        if self.augmentation_type == "none":
+            return center_crop(images, self.image_size)
+        images = random_crop(images, self.image_size, PAD, self.generator)
+        return random_dihedral(images, self.generator)
+
+    def photometric(self, images: torch.Tensor) -> torch.Tensor:
+        """Colour jitter and affine warp on float images in [0, 255].
+
+        Args:
+            images: (N, 3, h, w) float32.
+
+        Returns:
+            The augmented images, same shape, clamped to [0, 255].
+        """
+        if self.augmentation_type in ("crop_color", "crop_color_transform"):
+            images = color_jitter(images, self.generator)
+        if self.augmentation_type == "crop_color_transform":
+            images = random_affine(images, self.generator)
+        return images
+
+
+def to_nchw(images_nhwc: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) → (N, 3, H, W), contiguous."""
+    return images_nhwc.permute(0, 3, 1, 2).contiguous()
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(pixel / 255 - mean) / std`` per channel, as in ``model.json``.
+
+    Args:
+        images: (N, 3, H, W) uint8 or float in [0, 255].
+        mean: (3,) channel means on the 0–1 scale.
+        std: (3,) channel standard deviations on the 0–1 scale.
+
+    Returns:
+        (N, 3, H, W) float32 in standard (NCHW-contiguous) layout.
+    """
+    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+    shift = (mean / std).view(1, -1, 1, 1)
+    # Batches arrive as views of NHWC memory; convolutions are fastest on NCHW.
+    images = images.contiguous(memory_format=torch.contiguous_format)
+    return images.float() * scale - shift
+
+
+def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` window of (N, C, H, W) images."""
+    height, width = images.shape[-2:]
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    return images[..., top : top + size[0], left : left + size[1]]
+
+
+def random_crop(
+    images: torch.Tensor, size: tuple[int, int], pad: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Per-image random crops of ``size`` from reflect-padded images.
+
+    Indexing maps each output pixel straight to its reflected source pixel, so
+    no padded copy is made and uint8 stays uint8.
+
+    Args:
+        images: (N, C, H, W).
+        size: (h, w) of the output; at most (H + 2·pad, W + 2·pad).
+        pad: Reflection padding on every side.
+        generator: Randomness.
+
+    Returns:
+        (N, C, h, w).
+    """
+    count, _, height, width = images.shape
+    device = images.device
+    top = torch.randint(0, height + 2 * pad - size[0] + 1, (count, 1), generator=generator)
+    left = torch.randint(0, width + 2 * pad - size[1] + 1, (count, 1), generator=generator)
+    rows = _reflect(top.to(device) + torch.arange(size[0], device=device) - pad, height)  # (N, h)
+    cols = _reflect(left.to(device) + torch.arange(size[1], device=device) - pad, width)  # (N, w)
+    batch = torch.arange(count, device=device).view(count, 1, 1)
+    cropped = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N,h,w,C)
+    return cropped.permute(0, 3, 1, 2)
+
+
+def _reflect(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Reflect out-of-range indices back into [0, length) (no edge repeat)."""
+    index = index.abs()
+    return torch.where(index > length - 1, 2 * (length - 1) - index, index)
+
+
+def random_dihedral(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Random flips and (for square images) transposes: all 8 symmetries of a square.
+
+    Args:
+        images: (N, C, H, W).
+        generator: Randomness.
+
+    Returns:
+        (N, C, H, W).
+    """
+    count = images.shape[0]
+    flips = torch.rand(count, 3, generator=generator).to(images.device) < 0.5  # (N, 3)
+    images = torch.where(flips[:, 0].view(-1, 1, 1, 1), images.flip(3), images)
+    images = torch.where(flips[:, 1].view(-1, 1, 1, 1), images.flip(2), images)
+    if images.shape[2] == images.shape[3]:
+        images = torch.where(flips[:, 2].view(-1, 1, 1, 1), images.transpose(2, 3), images)
+    return images
+
+
+def color_jitter(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Brightness, contrast, saturation (±20 %) and stain gain (±5 %) per image.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 255].
+        generator: Randomness.
+
+    Returns:
+        (N, 3, H, W) float in [0, 255].
+    """
+    count = images.shape[0]
+    factors = 1.0 + 0.4 * (torch.rand(count, 3, generator=generator) - 0.5)  # (N, 3)
+    gains = 1.0 + 0.1 * (torch.rand(count, 3, generator=generator) - 0.5)  # (N, 3)
+    factors, gains = factors.to(images.device), gains.to(images.device)
+    brightness, contrast, saturation = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
+    images = images * brightness * gains.view(count, 3, 1, 1)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+    gray = (images * weights).sum(dim=1, keepdim=True)  # (N, 1, H, W)
+    images = gray + (images - gray) * saturation
+    mean = gray.mean(dim=(2, 3), keepdim=True)  # (N, 1, 1, 1)
+    images = mean + (images - mean) * contrast
+    return images.clamp_(0.0, 255.0)
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A small random rotation, scale and shear per image, reflected borders.
+
+    Args:
+        images: (N, C, H, W) float.
+        generator: Randomness.
+
+    Returns:
+        (N, C, H, W) float.
+    """
+    count = images.shape[0]
+    draws = torch.rand(count, 3, generator=generator)
+    angle = (draws[:, 0] - 0.5) * math.radians(30)
+    scale = 0.9 + 0.2 * draws[:, 1]
+    shear = (draws[:, 2] - 0.5) * math.radians(10)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = cos / scale
+    theta[:, 0, 1] = (-sin + torch.tan(shear) * cos) / scale
+    theta[:, 1, 0] = sin / scale
+    theta[:, 1, 1] = (cos + torch.tan(shear) * sin) / scale
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+    warped = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    return warped.clamp_(0.0, 255.0)

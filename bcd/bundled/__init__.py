@@ -1,0 +1,12 @@
+"""The bundled default model: ``model.onnx``, ``model.json`` and ``MODEL_CARD.md``.
+
+They are produced by the project's own pipeline (``bcd quickstart``) and
+registered by :func:`bcd.registry.ensure_bundled_endpoint`, which ``bcd serve
+--bundled`` and ``make run`` call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_DIR = Path(__file__).resolve().parent

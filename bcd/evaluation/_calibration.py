@@ -1,0 +1,206 @@
+"""Temperature scaling and decision thresholds, both fitted on validation data.
+
+Temperature scaling divides the logits by one scalar T > 0 before the
+softmax; it keeps every ranking (so AUC is unchanged) and fixes
+over-confidence. T is chosen to minimise the negative log-likelihood of the
+validation labels; the NLL is convex in 1/T, so a bracketing golden-section
+search over log T finds the optimum reliably without scipy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from bcd.errors import InvalidInputError
+from bcd.evaluation._metrics import calibration_bins
+
+logger = logging.getLogger(__name__)
+
+#: The temperatures :func:`fit_temperature` searches.
+TEMPERATURE_RANGE = (0.01, 100.0)
+_LOG_T_RANGE = (math.log(TEMPERATURE_RANGE[0]), math.log(TEMPERATURE_RANGE[1]))
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _as_logits(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Any accepted logits form -> (V, N, C) float64, and labels -> (N,) int64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if logits.ndim == 1:
+        # A single column is the IDC-vs-no-IDC margin z1 - z0.
+        logits = np.stack([np.zeros_like(logits), logits], axis=1)
+    if logits.ndim == 2:
+        logits = logits[None]
+    if logits.ndim != 3 or logits.shape[1] != labels.size:
+        raise InvalidInputError(
+            f"logits of shape {logits.shape} do not match {labels.size} labels; "
+            "give (N, C) logits, (N,) margins or (V, N, C) view logits, one label per patch"
+        )
+    if labels.size == 0:
+        raise InvalidInputError("no validation samples to fit on")
+    if labels.min() < 0 or labels.max() >= logits.shape[2]:
+        raise InvalidInputError(f"labels must lie in [0, {logits.shape[2] - 1}]")
+    if not np.isfinite(logits).all():
+        raise InvalidInputError("logits contain NaN or infinity; the model output is broken")
+    return logits, labels
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis=axis) + np.log(np.exp(values - top).sum(axis=axis))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities ``softmax(logits / temperature)`` along the last axis.
+
+    Args:
+        logits: (N, C) logits.
+        temperature: T > 0.
+
+    Returns:
+        (N, C) float64 probabilities.
+    """
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def temperature_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(logits / T)``.
+
+    Args:
+        logits: (N, C) logits, (N,) IDC margins, or (V, N, C) logits of V
+            augmented views whose probabilities are averaged (as TTA serving does).
+        labels: (N,) class indices.
+        temperature: T > 0.
+
+    Returns:
+        The mean NLL in nats.
+    """
+    logits, labels = _as_logits(logits, labels)
+    scaled = logits / temperature  # (V, N, C)
+    log_probabilities = scaled[:, np.arange(labels.size), labels] - _logsumexp(scaled, axis=2)
+    views = logits.shape[0]
+    log_mean = _logsumexp(log_probabilities, axis=0) - np.log(views)  # (N,)
+    return float(-np.mean(log_mean))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, tolerance: float = 1e-5) -> float:
+    """The temperature T minimising validation NLL of ``softmax(logits / T)``.
+
+    Args:
+        logits: (N, C) validation logits, (N,) IDC margins ``z1 - z0``, or
+            (V, N, C) logits of V augmented views whose probabilities are averaged.
+        labels: (N,) true class indices.
+        tolerance: Stop when the bracket on log T is narrower than this.
+
+    Returns:
+        T in :data:`TEMPERATURE_RANGE`; write it as ``temperature`` into
+        ``model.json``. A T at the edge of the range means the validation
+        patches are perfectly separated and the fit is meaningless (a warning
+        is logged).
+
+    Raises:
+        InvalidInputError: On mismatched shapes, an empty set or non-finite logits.
+    """
+    logits, labels = _as_logits(logits, labels)
+    low, high = _LOG_T_RANGE
+
+    def loss(log_t: float) -> float:
+        return temperature_nll(logits, labels, math.exp(log_t))
+
+    inner_low = high - _GOLDEN * (high - low)
+    inner_high = low + _GOLDEN * (high - low)
+    loss_low, loss_high = loss(inner_low), loss(inner_high)
+    while high - low > tolerance:
+        if loss_low <= loss_high:
+            high, inner_high, loss_high = inner_high, inner_low, loss_low
+            inner_low = high - _GOLDEN * (high - low)
+            loss_low = loss(inner_low)
+        else:
+            low, inner_low, loss_low = inner_low, inner_high, loss_high
+            inner_high = low + _GOLDEN * (high - low)
+            loss_high = loss(inner_high)
+    fitted = math.exp((low + high) / 2)
+    if min(abs(low - _LOG_T_RANGE[0]), abs(high - _LOG_T_RANGE[1])) < 1e-3:
+        logger.warning(
+            "the fitted temperature %.4g is at the edge of the search range: the validation "
+            "patches are (almost) perfectly separated, so the NLL has no interior minimum",
+            fitted,
+        )
+    return float(fitted)
+
+
+def bac_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The threshold on P(IDC) that maximises balanced accuracy.
+
+    Every cut between two neighbouring distinct scores is a candidate (a patch
+    is called IDC when its score is ``>= threshold``); the threshold sits
+    halfway between the two scores, so it does not hug the validation patches.
+    Among equally good cuts the one closest to 0.5 wins, so a flat optimum
+    does not drift to an extreme.
+
+    Args:
+        labels: (N,) 0/1 ground truth of the validation patches.
+        scores: (N,) their predicted P(IDC).
+
+    Returns:
+        ``(threshold, balanced_accuracy)`` at that threshold.
+
+    Raises:
+        InvalidInputError: When the patches do not hold both classes.
+    """
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos = int((labels == 1).sum())
+    n_neg = int((labels == 0).sum())
+    if labels.size != scores.size:
+        raise InvalidInputError(f"{labels.size} labels but {scores.size} scores")
+    if n_pos == 0 or n_neg == 0:
+        raise InvalidInputError(
+            "the validation patches hold only one class; a BAC-optimal threshold needs both"
+        )
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    positive = labels[order] == 1
+    last_of_group = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    true_pos = np.cumsum(positive)[last_of_group]
+    false_pos = np.cumsum(~positive)[last_of_group]
+    distinct = sorted_scores[last_of_group]  # descending
+    bac = (true_pos / n_pos + 1 - false_pos / n_neg) / 2
+    # Cut k calls the groups 0..k IDC: halfway down to the next distinct score.
+    below = np.r_[distinct[1:], distinct[-1]]  # the last cut calls every patch IDC
+    candidates = (distinct + below) / 2
+    # Calling nothing IDC (a threshold above every score) is a candidate too.
+    candidates = np.r_[np.nextafter(distinct[0], np.inf), candidates]
+    bac = np.r_[0.5, bac]
+    best = np.flatnonzero(np.isclose(bac, bac.max(), rtol=0, atol=1e-12))
+    choice = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[choice]), float(bac[choice])
+
+
+def calibration_curve(
+    labels: np.ndarray, scores: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean predicted P(IDC) and observed IDC fraction per equal-width bin.
+
+    Args:
+        labels: (N,) 0/1 ground truth.
+        scores: (N,) predicted P(IDC).
+        n_bins: Number of bins over [0, 1] (the same binning as the ECE).
+
+    Returns:
+        ``(mean_score, fraction_idc, count)``, each (n_bins,); empty bins hold NaN.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    bins = calibration_bins(scores, n_bins)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_score = np.bincount(bins, scores, minlength=n_bins) / count
+        fraction = np.bincount(bins, labels, minlength=n_bins) / count
+    return mean_score, fraction, count

@@ -1,0 +1,302 @@
+"""Request bodies → lists of RGB patches (``H×W×3`` uint8 arrays).
+
+Every content type the API accepts is decoded here, for the REST routes and
+the in-process client alike, so both refuse bad input the same way:
+
+- ``application/x-image``, ``image/png``, ``image/jpeg``, ``image/tiff``: one
+  image, raw bytes (any of PNG, JPEG, TIFF; the bytes decide, not the label);
+- ``application/json``: ``{"instances": [H×W×3 arrays]}`` (numbers 0–255),
+  ``{"image": "<base64>"}`` or ``{"images": ["<base64>", …]}``;
+- ``multipart/form-data``: one image per file part;
+- ``application/x-npy``: a ``H×W×3`` or ``N×H×W×3`` uint8 array (no pickles).
+
+Bad input raises :class:`~bcd.errors.InvalidInputError` (400),
+:class:`~bcd.errors.UnsupportedMediaTypeError` (415) or
+:class:`~bcd.errors.PayloadTooLargeError` (413); nothing else escapes.
+Messages never quote file names, which often hold patient identifiers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+
+from bcd.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+IMAGE_TYPES = frozenset({"application/x-image", "image/png", "image/jpeg", "image/tiff"})
+SUPPORTED_TYPES = (
+    *sorted(IMAGE_TYPES),
+    "application/json",
+    "multipart/form-data",
+    "application/x-npy",
+)
+# A hard cap on images per request, whatever the body limit allows.
+MAX_IMAGES_PER_REQUEST = 4096
+_PILLOW_FORMATS = ("PNG", "JPEG", "TIFF")
+_NPY_MAX_HEADER = 4096
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a ``Content-Type`` header value."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decode_request(
+    content_type: str | None, body: bytes, *, max_image_pixels: int
+) -> list[np.ndarray]:
+    """Decode a request body into RGB patches.
+
+    Args:
+        content_type: The ``Content-Type`` header value (parameters allowed).
+        body: The whole request body.
+        max_image_pixels: Largest ``width × height`` accepted per image.
+
+    Returns:
+        One ``H×W×3`` uint8 array per image, in request order (at least one).
+
+    Raises:
+        UnsupportedMediaTypeError: The content type is missing or not accepted.
+        InvalidInputError: The body cannot be decoded, or an array has the wrong shape.
+        PayloadTooLargeError: An image is over ``max_image_pixels`` or there are too many.
+    """
+    kind = media_type(content_type)
+    if kind in IMAGE_TYPES:
+        images = [decode_image(body, max_image_pixels)]
+    elif kind == "application/json":
+        images = _decode_json(body, max_image_pixels)
+    elif kind == "multipart/form-data":
+        images = _decode_multipart(content_type or "", body, max_image_pixels)
+    elif kind == "application/x-npy":
+        images = _decode_npy(body, max_image_pixels)
+    else:
+        shown = kind or "none"
+        raise UnsupportedMediaTypeError(
+            f"content type {shown!r} is not accepted; send one of: {', '.join(SUPPORTED_TYPES)}"
+        )
+    if not images:
+        raise InvalidInputError("the request holds no image")
+    if len(images) > MAX_IMAGES_PER_REQUEST:
+        raise PayloadTooLargeError(
+            f"the request holds {len(images)} images; the limit is {MAX_IMAGES_PER_REQUEST} "
+            "per request, split it into several requests"
+        )
+    return images
+
+
+def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") -> np.ndarray:
+    """Decode PNG, JPEG or TIFF bytes into an ``H×W×3`` uint8 array.
+
+    The size in the header is checked before any pixel is decoded, so a
+    decompression bomb costs nothing.
+
+    Raises:
+        InvalidInputError: The bytes are empty or not a readable PNG, JPEG or TIFF.
+        PayloadTooLargeError: The image has more than ``max_image_pixels`` pixels.
+    """
+    from PIL import Image
+
+    if not data:
+        raise InvalidInputError(f"{what} is empty; send the bytes of a PNG, JPEG or TIFF file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as image:
+                width, height = image.size
+                if width * height > max_image_pixels:
+                    raise _too_many_pixels(what, width, height, max_image_pixels)
+                pixels = np.asarray(image.convert("RGB"))
+    except PayloadTooLargeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PayloadTooLargeError(f"{what} is too large to decode: {error}") from error
+    except Exception as error:
+        # Pillow raises many types for corrupt files (OSError, ValueError,
+        # SyntaxError, struct.error, …); all mean the same to the caller.
+        raise InvalidInputError(
+            f"{what} could not be decoded as PNG, JPEG or TIFF ({type(error).__name__}); "
+            "check that the file is a complete image"
+        ) from error
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise InvalidInputError(f"{what} did not decode to RGB pixels")
+    return pixels
+
+
+def _too_many_pixels(what: str, width: int, height: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"{what} is {width}×{height} = {width * height} pixels; the limit is {limit}. "
+        "Send patches, or tile whole slides with the slides route"
+    )
+
+
+def _decode_json(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise InvalidInputError(f"the body is not valid JSON: {error}") from error
+    if isinstance(document, dict) and "instances" in document:
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise InvalidInputError('"instances" must be a list of H×W×3 arrays')
+        return [_instance(item, index, max_image_pixels) for index, item in enumerate(instances)]
+    if isinstance(document, dict) and "image" in document:
+        return [_base64_image(document["image"], "the image", max_image_pixels)]
+    if isinstance(document, dict) and "images" in document:
+        items = document["images"]
+        if not isinstance(items, list):
+            raise InvalidInputError('"images" must be a list of base64-encoded image files')
+        return [
+            _base64_image(item, f"image {index}", max_image_pixels)
+            for index, item in enumerate(items)
+        ]
+    raise InvalidInputError(
+        'JSON bodies must be {"instances": [H×W×3 arrays]}, {"image": "<base64>"} '
+        'or {"images": ["<base64>", …]}'
+    )
+
+
+def _base64_image(value: Any, what: str, max_image_pixels: int) -> np.ndarray:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a base64 string of a PNG, JPEG or TIFF file")
+    if value.startswith("data:"):
+        # Data URLs (what browsers produce): data:image/png;base64,<payload>
+        value = value.partition(",")[2]
+    try:
+        data = base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidInputError(f"{what} is not valid base64: {error}") from error
+    return decode_image(data, max_image_pixels, what)
+
+
+def _instance(item: Any, index: int, max_image_pixels: int) -> np.ndarray:
+    what = f"instance {index}"
+    if isinstance(item, dict) and "b64" in item:
+        return _base64_image(item["b64"], what, max_image_pixels)
+    if not isinstance(item, list):
+        raise InvalidInputError(f"{what} must be an H×W×3 array of numbers 0–255")
+    try:
+        array = np.asarray(item)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise InvalidInputError(f"{what} is not a rectangular H×W×3 array") from error
+    return _check_pixels(array, what, max_image_pixels)
+
+
+def _check_pixels(array: np.ndarray, what: str, max_image_pixels: int) -> np.ndarray:
+    if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        raise InvalidInputError(
+            f"{what} has shape {array.shape}; each image must be H×W×3 (RGB, channels last)"
+        )
+    if array.shape[0] * array.shape[1] > max_image_pixels:
+        raise _too_many_pixels(what, array.shape[1], array.shape[0], max_image_pixels)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "iuf":
+        raise InvalidInputError(f"{what} must hold numbers 0–255, not {array.dtype}")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise InvalidInputError(f"{what} has values outside 0–255; send 8-bit RGB pixels")
+    return np.rint(array).astype(np.uint8)
+
+
+def _decode_npy(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
+    # The header is read and checked by hand so that a header declaring a
+    # huge shape never allocates memory, and pickled objects are never loaded.
+    stream = io.BytesIO(body)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(stream, _NPY_MAX_HEADER)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(stream, _NPY_MAX_HEADER)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as error:
+        raise InvalidInputError(
+            f"the body is not a .npy array ({error}); write it with numpy.save"
+        ) from error
+    if dtype != np.uint8:
+        raise InvalidInputError(f"the .npy array has dtype {dtype}; send uint8 pixels (0–255)")
+    if len(shape) not in (3, 4) or shape[-1] != 3 or 0 in shape:
+        raise InvalidInputError(
+            f"the .npy array has shape {shape}; send H×W×3 or N×H×W×3 (RGB, channels last)"
+        )
+    count = int(np.prod(shape, dtype=np.int64))
+    data = body[stream.tell() :]
+    if len(data) != count:
+        raise InvalidInputError(
+            f"the .npy array declares shape {shape} ({count} bytes) but holds {len(data)} bytes"
+        )
+    array = np.frombuffer(data, dtype=np.uint8).reshape(shape, order="F" if fortran_order else "C")
+    batch = array[np.newaxis] if array.ndim == 3 else array
+    if len(batch) > MAX_IMAGES_PER_REQUEST:
+        raise PayloadTooLargeError(
+            f"the .npy array holds {len(batch)} images; the limit is {MAX_IMAGES_PER_REQUEST}"
+        )
+    return [
+        _check_pixels(image, f"image {index}", max_image_pixels)
+        for index, image in enumerate(batch)
+    ]
+
+
+def _decode_multipart(content_type: str, body: bytes, max_image_pixels: int) -> list[np.ndarray]:
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidInputError("multipart/form-data needs a boundary parameter in Content-Type")
+    parts: list[dict[str, Any]] = []
+    header: dict[str, bytes] = {}
+
+    def on_part_begin() -> None:
+        parts.append({"headers": {}, "data": []})
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] = header.get("field", b"") + data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] = header.get("value", b"") + data[start:end]
+
+    def on_header_end() -> None:
+        name = header.pop("field", b"").decode("latin-1").lower()
+        parts[-1]["headers"][name] = header.pop("value", b"")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1]["data"].append(data[start:end])
+
+    def on_end() -> None:
+        header["ended"] = b"yes"
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_end": on_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as error:
+        raise InvalidInputError(f"the multipart body could not be parsed: {error}") from error
+    if "ended" not in header:
+        raise InvalidInputError("the multipart body is incomplete: its closing boundary is missing")
+    images = []
+    for index, part in enumerate(parts):
+        _, disposition = parse_options_header(part["headers"].get("content-disposition"))
+        part_type = media_type(part["headers"].get("content-type", b"").decode("latin-1"))
+        if b"filename" not in disposition and part_type not in IMAGE_TYPES:
+            continue  # a plain form field, not a file
+        images.append(decode_image(b"".join(part["data"]), max_image_pixels, f"file part {index}"))
+    if not images:
+        raise InvalidInputError("the multipart form holds no file parts; attach image files")
+    return images

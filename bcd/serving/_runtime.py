@@ -1,0 +1,204 @@
+"""One loaded model: ONNX Runtime sessions (one per replica) behind a micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from bcd.errors import InvalidInputError
+from bcd.serving._batching import MicroBatcher
+from bcd.serving._model_spec import ModelSpec, load_model_spec
+from bcd.serving._preprocess import Preprocessor, average_views, dihedral_views
+
+logger = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` over the last axis, numerically stable."""
+    scaled = logits.astype(np.float64) / temperature  # (N, K)
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def _session(spec: ModelSpec, threads: int):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn idle cores that the HTTP loop and the other
+    # replicas need; sleeping costs a few microseconds per call instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(spec.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:
+        raise InvalidInputError(
+            f"{spec.onnx_path} could not be loaded by ONNX Runtime: {error}"
+        ) from error
+    inputs = {item.name: item for item in session.get_inputs()}
+    outputs = {item.name for item in session.get_outputs()}
+    if spec.input_name not in inputs or spec.output_name not in outputs:
+        raise InvalidInputError(
+            f"{spec.onnx_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+            f"model.json names {spec.input_name!r} → {spec.output_name!r}"
+        )
+    declared = inputs[spec.input_name].shape[1:]
+    expected = [spec.channels, spec.height, spec.width]
+    if any(isinstance(d, int) and d != e for d, e in zip(declared, expected, strict=False)):
+        raise InvalidInputError(
+            f"{spec.onnx_path} takes {declared} images but model.json says {expected}"
+        )
+    return session
+
+
+class ModelRuntime:
+    """A model folder loaded for serving.
+
+    Args:
+        model_dir: Local folder with ``model.json`` and the ONNX file.
+        replicas: Worker replicas (``InitialInstanceCount``), one session each.
+        threads: Intra-op threads per session; default cores / replicas (at least 1),
+            so replicas never oversubscribe the machine.
+        max_batch_size: Most images per inference call.
+        max_wait_ms: Longest a worker waits to fill a batch.
+        on_batch: Called with (images, seconds) after every inference call.
+        name: Names the worker threads.
+
+    Raises:
+        NotFoundError: ``model.json`` or the ONNX file is missing.
+        InvalidInputError: They are invalid or disagree with each other.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        *,
+        replicas: int = 1,
+        threads: int | None = None,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 2.0,
+        on_batch: Callable[[int, float], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        started = time.perf_counter()
+        self.spec = load_model_spec(model_dir)
+        self.replicas = max(1, int(replicas))
+        self.threads = threads or max(1, available_cores() // self.replicas)
+        self.preprocess = Preprocessor(self.spec)
+        self._sessions = [_session(self.spec, self.threads) for _ in range(self.replicas)]
+        self._batcher = MicroBatcher(
+            self._infer,
+            replicas=self.replicas,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000.0,
+            on_batch=on_batch,
+            name=name,
+        )
+        logger.info(
+            "loaded %s (%d replicas × %d threads) in %.0f ms",
+            self.spec.directory.name,
+            self.replicas,
+            self.threads,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    def _infer(self, replica: int, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self._sessions[replica].run(
+            [self.spec.output_name], {self.spec.input_name: batch}
+        )  # (N, 2)
+        if logits.shape != (len(batch), 2):
+            raise RuntimeError(f"the model returned logits of shape {logits.shape}")
+        return softmax(logits, self.spec.temperature)
+
+    def warm(self) -> None:
+        """Run each session once at batch 1 and at full batch size, so the first
+        real request pays no allocation or graph-optimisation cost."""
+        blank = np.full((1, self.spec.height, self.spec.width, 3), self.spec.pad_value, np.uint8)
+        one = self.preprocess.normalise(blank)  # (1, 3, H, W)
+        for replica in range(self.replicas):
+            self._infer(replica, one)
+            self._infer(replica, np.repeat(one, 8, axis=0))
+
+    def submit(
+        self, images: list[np.ndarray], tta: bool | None = None
+    ) -> Callable[[float | None], np.ndarray]:
+        """Preprocess and queue patches; returns ``wait(timeout_s)`` for the result.
+
+        Prefer :meth:`predict` / :meth:`predict_async`; this is their shared half.
+        """
+        batch, views = self._prepare(images, tta)
+        futures = self._batcher.submit(batch)
+
+        def wait(timeout: float | None = None) -> np.ndarray:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            parts = []
+            for future in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                parts.append(future.result(remaining))
+            return self._finish(parts, views)
+
+        return wait
+
+    def _prepare(self, images: list[np.ndarray], tta: bool | None) -> tuple[np.ndarray, int]:
+        batch = self.preprocess(images)  # (N, 3, H, W)
+        use_tta = self.spec.tta if tta is None else tta
+        if not use_tta:
+            return batch, 1
+        views = dihedral_views(batch)  # (V·N, 3, H, W)
+        return views, len(views) // len(batch)
+
+    @staticmethod
+    def _finish(parts: list[np.ndarray], views: int) -> np.ndarray:
+        probabilities = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return average_views(probabilities, views) if views > 1 else probabilities
+
+    def predict(
+        self, images: list[np.ndarray], tta: bool | None = None, timeout: float | None = None
+    ) -> np.ndarray:
+        """Class probabilities ``(N, 2)`` of ``N`` RGB patches (blocking).
+
+        Args:
+            images: ``H×W×3`` uint8 patches; padded or cropped to the input size.
+            tta: Average the 8 dihedral views; ``None`` follows model.json.
+            timeout: Seconds to wait for the result (``None``: no limit).
+
+        Raises:
+            TimeoutError: The result did not come within ``timeout``.
+        """
+        return self.submit(images, tta)(timeout)
+
+    async def predict_async(self, images: list[np.ndarray], tta: bool | None = None) -> np.ndarray:
+        """:meth:`predict` for asyncio: waits without blocking the event loop."""
+        batch, views = self._prepare(images, tta)
+        futures: list[Future[np.ndarray]] = self._batcher.submit(batch)
+        if len(futures) == 1:
+            parts = [await asyncio.wrap_future(futures[0])]
+        else:
+            parts = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        return self._finish(parts, views)
+
+    def close(self) -> None:
+        """Finish queued work, then release the sessions."""
+        self._batcher.close()
+        self._sessions.clear()

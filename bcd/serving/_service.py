@@ -1,0 +1,173 @@
+"""The inference service: request body in, rendered predictions out.
+
+Routes and the in-process runtime client both call :class:`InferenceService`,
+so they decode, route, score and answer identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bcd.config import Settings
+from bcd.errors import BcdTimeoutError
+from bcd.serving._decode import decode_request, media_type
+from bcd.serving._router import EndpointRouter, LoadedVariant
+
+logger = logging.getLogger(__name__)
+
+CANCER_DETECTED = "Cancer detected"
+CANCER_NOT_DETECTED = "Cancer not detected"
+# Bodies above this are decoded in a worker thread, off the event loop.
+_INLINE_DECODE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The answer to one request: probabilities ``(N, 2)`` and who produced them."""
+
+    endpoint: str
+    model: str
+    variant: str
+    probabilities: np.ndarray
+
+    def predictions(self) -> list[dict[str, object]]:
+        """One dict per image: probabilities, predicted class, verdict and message."""
+        rows = []
+        for p0, p1 in self.probabilities.tolist():
+            detected = p1 > p0
+            rows.append(
+                {
+                    "probabilities": [p0, p1],
+                    "predicted_class": int(detected),
+                    "cancer_detected": detected,
+                    "message": CANCER_DETECTED if detected else CANCER_NOT_DETECTED,
+                }
+            )
+        return rows
+
+    def document(self) -> dict[str, object]:
+        """The JSON response; a single image's fields also appear at the top level."""
+        predictions = self.predictions()
+        document: dict[str, object] = {
+            "predictions": predictions,
+            "model": self.model,
+            "variant": self.variant,
+        }
+        if len(predictions) == 1:
+            document.update(predictions[0])
+        return document
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for an ``Accept`` header.
+
+        ``text/plain`` gives the message alone (one line per image); anything
+        else gives JSON.
+        """
+        if accept and media_type(accept) == "text/plain":
+            text = "\n".join(str(row["message"]) for row in self.predictions())
+            return text.encode(), "text/plain; charset=utf-8"
+        return json.dumps(self.document()).encode(), "application/json"
+
+
+class InferenceService:
+    """Decodes request bodies and scores them on an endpoint's variants.
+
+    Args:
+        router: Loaded endpoints.
+        settings: Image limits and the request timeout.
+    """
+
+    def __init__(self, router: EndpointRouter, settings: Settings) -> None:
+        self.router = router
+        self.settings = settings
+
+    def _decode(self, content_type: str | None, body: bytes) -> list[np.ndarray]:
+        return decode_request(content_type, body, max_image_pixels=self.settings.max_image_pixels)
+
+    def _record(
+        self, endpoint: str, variant: LoadedVariant, images: int, started: float, failed: bool
+    ) -> None:
+        self.router.metrics.record_invocation(
+            endpoint, variant.name, images, time.perf_counter() - started, failed
+        )
+
+    async def invoke(
+        self,
+        endpoint: str,
+        content_type: str | None,
+        body: bytes,
+        *,
+        target_variant: str | None = None,
+        tta: bool | None = None,
+    ) -> Invocation:
+        """Score a request body on an endpoint (asyncio).
+
+        Raises:
+            UnsupportedMediaTypeError, InvalidInputError, PayloadTooLargeError: Bad body.
+            NotFoundError: Unknown endpoint; UnknownVariantError: unknown pinned variant.
+            NotReadyError: The endpoint is not loaded.
+            BcdTimeoutError: Scoring took longer than the request timeout.
+        """
+        if len(body) > _INLINE_DECODE_BYTES:
+            images = await asyncio.to_thread(self._decode, content_type, body)
+        else:
+            images = self._decode(content_type, body)
+        if not self.router.has(endpoint) and self.router.needs_refresh(endpoint):
+            await asyncio.to_thread(self.router.refresh, endpoint)
+        with self.router.use(endpoint) as loaded:
+            variant = self.router.choose(loaded, target_variant)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_s):
+                    probabilities = await variant.runtime.predict_async(images, tta)
+            except TimeoutError as error:
+                self._record(endpoint, variant, len(images), started, failed=True)
+                raise BcdTimeoutError(
+                    f"scoring took longer than {self.settings.request_timeout_s} s; "
+                    "send fewer images per request or retry"
+                ) from error
+            except BaseException:
+                self._record(endpoint, variant, len(images), started, failed=True)
+                raise
+            self._record(endpoint, variant, len(images), started, failed=False)
+        return Invocation(endpoint, variant.model_name, variant.name, probabilities)
+
+    def invoke_sync(
+        self,
+        endpoint: str,
+        content_type: str | None,
+        body: bytes,
+        *,
+        target_variant: str | None = None,
+        tta: bool | None = None,
+    ) -> Invocation:
+        """Blocking :meth:`invoke`, for the in-process client (same errors)."""
+        images = self._decode(content_type, body)
+        if self.router.needs_refresh(endpoint) and (
+            not self.router.polling or not self.router.has(endpoint)
+        ):
+            self.router.refresh(endpoint)
+        with self.router.use(endpoint) as loaded:
+            variant = self.router.choose(loaded, target_variant)
+            started = time.perf_counter()
+            try:
+                probabilities = variant.runtime.predict(
+                    images, tta, timeout=self.settings.request_timeout_s
+                )
+            except TimeoutError as error:
+                self._record(endpoint, variant, len(images), started, failed=True)
+                raise BcdTimeoutError(
+                    f"scoring took longer than {self.settings.request_timeout_s} s; "
+                    "send fewer images per request or retry"
+                ) from error
+            except BaseException:
+                self._record(endpoint, variant, len(images), started, failed=True)
+                raise
+            self._record(endpoint, variant, len(images), started, failed=False)
+        return Invocation(endpoint, variant.model_name, variant.name, probabilities)

@@ -1,0 +1,336 @@
+"""``/slides``: whole-slide analysis, asynchronous like SageMaker's async inference.
+
+``POST /slides`` streams the upload to disk (up to ``BCD_MAX_SLIDE_BYTES``),
+queues the analysis and answers ``202`` with its id at once; ``GET
+/slides/{id}`` reports status, progress and, when done, the report; the
+outputs (heatmap, overlay, report PDF/PNG/JSON, probability map) and single
+tiles are served from there; ``DELETE /slides/{id}`` removes everything (and
+stops a running analysis). The work itself is :class:`bcd.slides.SlideAnalysisService`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from bcd.errors import InvalidInputError, PayloadTooLargeError
+from bcd.serving.deps import ApiKeyDep, SettingsDep
+from bcd.slides._analysis import AnalysisOptions
+from bcd.slides._service import SlideAnalysisService
+
+router = APIRouter(tags=["slides"])
+
+_service_lock = threading.Lock()
+_MAX_TRUTH_BYTES = 16 * 1024**2
+_MAX_FIELD_BYTES = 1024
+_MEDIA = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".pdf": "application/pdf",
+    ".json": "application/json",
+    ".npy": "application/octet-stream",
+}
+
+
+def _predictor_factory(app: Any) -> Any:
+    """Score tiles through the app's loaded endpoints: the same runtime as the API."""
+    endpoints = app.state.router
+
+    def predictor_for(endpoint: str) -> tuple[Any, dict[str, Any]]:
+        if not endpoints.has(endpoint) and endpoints.needs_refresh(endpoint):
+            endpoints.refresh(endpoint)
+        with endpoints.use(endpoint) as loaded:
+            variant = endpoints.choose(loaded, None)
+            variant_name, model_name = variant.name, variant.model_name
+
+        def predict(tiles: Any) -> Any:
+            with endpoints.use(endpoint) as loaded:
+                chosen = loaded.variants.get(variant_name) or endpoints.choose(loaded, None)
+                return chosen.runtime.predict(list(tiles))
+
+        return predict, {"endpoint": endpoint, "variant": variant_name, "model": model_name}
+
+    return predictor_for
+
+
+def get_slide_service(request: Request) -> SlideAnalysisService:
+    """The app's slide service, started on first use (it marks interrupted analyses Failed)."""
+    app = request.app
+    service = getattr(app.state, "slide_service", None)
+    if service is None:
+        with _service_lock:
+            service = getattr(app.state, "slide_service", None)
+            if service is None:
+                service = SlideAnalysisService(app.state.settings, _predictor_factory(app))
+                app.state.slide_service = service
+    return service
+
+
+SlideServiceDep = Annotated[SlideAnalysisService, Depends(get_slide_service)]
+
+
+class _Upload:
+    """Streams a ``multipart/form-data`` body: the slide part to disk, small parts to memory."""
+
+    def __init__(self, staged: Path, limit: int) -> None:
+        self.staged = staged
+        self.limit = limit
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.truth: bytes | None = None
+        self._handle: Any = None
+        self._headers: dict[bytes, bytes] = {}
+        self._field = self._value = b""
+        self._name = ""
+        self._buffer = bytearray()
+        self._written = 0
+        self._target = ""
+
+    def parser(self, boundary: bytes) -> Any:
+        from python_multipart.multipart import MultipartParser
+
+        return MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._data,
+                "on_part_end": self._end,
+            },
+        )
+
+    def _begin(self) -> None:
+        self._headers, self._field, self._value = {}, b"", b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = params.get(b"name", b"").decode("utf-8", "replace")
+        filename = params.get(b"filename")
+        self._buffer = bytearray()
+        if self._name in ("slide", "file") and filename is not None:
+            if self._handle is not None:
+                raise InvalidInputError("send one slide per request")
+            self.filename = filename.decode("utf-8", "replace")
+            self._handle = open(self.staged, "wb")  # noqa: SIM115 - closed in _end / close()
+            self._target = "slide"
+        elif self._name == "truth":
+            self._target = "truth"
+        else:
+            self._target = "field"
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._target == "slide":
+            self._written += len(chunk)
+            if self._written > self.limit:
+                raise PayloadTooLargeError(_too_large(self.limit))
+            self._handle.write(chunk)
+            return
+        self._buffer += chunk
+        cap = _MAX_TRUTH_BYTES if self._target == "truth" else _MAX_FIELD_BYTES
+        if len(self._buffer) > cap:
+            raise PayloadTooLargeError(f"form part {self._name!r} is over {cap} bytes")
+
+    def _end(self) -> None:
+        if self._target == "slide":
+            self._handle.close()
+        elif self._target == "truth":
+            self.truth = bytes(self._buffer) or None
+        elif len(self.fields) < 32:
+            self.fields[self._name] = self._buffer.decode("utf-8", "replace")
+        self._target = ""
+
+    def close(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.close()
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"the slide is over the {limit / 1024**3:.2f} GB upload limit (BCD_MAX_SLIDE_BYTES); "
+        "raise the limit on the server or analyse it with `bcd slide analyze`"
+    )
+
+
+async def _receive(request: Request, service: SlideAnalysisService, limit: int) -> _Upload:
+    """Stream the request body into a staged file; raw bodies and multipart forms alike."""
+    from python_multipart.multipart import parse_options_header
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 1024**2:
+        raise PayloadTooLargeError(_too_large(limit))
+    upload = _Upload(service.staging_path(), limit)
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    try:
+        if content_type == b"multipart/form-data":
+            boundary = params.get(b"boundary")
+            if not boundary:
+                raise InvalidInputError("multipart body without a boundary")
+            parser = upload.parser(boundary)
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+            if upload.filename is None:
+                raise InvalidInputError(
+                    "no slide in the form; send the file in a part named 'slide'"
+                )
+        else:
+            upload.filename = request.query_params.get("filename") or "slide"
+            with open(upload.staged, "wb") as handle:
+                async for chunk in request.stream():
+                    upload._written += len(chunk)
+                    if upload._written > limit:
+                        raise PayloadTooLargeError(_too_large(limit))
+                    handle.write(chunk)
+    except BaseException:
+        upload.close()
+        upload.staged.unlink(missing_ok=True)
+        raise
+    return upload
+
+
+def _options(values: dict[str, str]) -> AnalysisOptions:
+    """Analysis options from form fields or query parameters (strings)."""
+    numbers = {
+        "stride": int,
+        "threshold": float,
+        "mpp": float,
+        "model_mpp": float,
+        "min_tissue_fraction": float,
+        "tissue_threshold": float,
+        "top_k": int,
+    }
+    chosen: dict[str, Any] = {}
+    for name, kind in numbers.items():
+        raw = (values.get(name) or "").strip()
+        if raw:
+            try:
+                chosen[name] = kind(raw)
+            except ValueError as error:
+                raise InvalidInputError(f"{name}={raw!r} is not a number") from error
+    detect = (values.get("detect_tissue") or "").strip().lower()
+    if detect:
+        if detect not in ("true", "false", "1", "0"):
+            raise InvalidInputError(f"detect_tissue={detect!r} must be true or false")
+        chosen["detect_tissue"] = detect in ("true", "1")
+    return AnalysisOptions(**chosen).validate()
+
+
+@router.post("/slides", status_code=202, summary="Upload a slide and start its analysis")
+async def create_slide_analysis(
+    request: Request,
+    service: SlideServiceDep,
+    settings: SettingsDep,
+    _key: ApiKeyDep,
+) -> JSONResponse:
+    """Upload a slide (raw body, or ``multipart/form-data`` with parts ``slide`` and
+    optionally ``truth``); the analysis runs in the background.
+
+    Options come as form fields or query parameters: ``endpoint`` (default: the
+    server's default endpoint), ``stride``, ``threshold``, ``mpp``, ``model_mpp``,
+    ``detect_tissue``, ``min_tissue_fraction``, ``tissue_threshold``, ``top_k``;
+    ``filename`` names a raw-body upload. Answers ``202`` with the analysis id;
+    poll ``GET /slides/{id}``.
+    """
+    upload = await _receive(request, service, settings.max_slide_bytes)
+    values = {**dict(request.query_params), **upload.fields}
+    try:
+        options = _options(values)
+    except BaseException:
+        upload.staged.unlink(missing_ok=True)
+        raise
+    endpoint = (values.get("endpoint") or "").strip() or settings.default_endpoint
+    described = service.submit(
+        upload.staged, upload.filename or "slide", endpoint, options, truth=upload.truth
+    )
+    return JSONResponse(
+        described, status_code=202, headers={"Location": f"/slides/{described['id']}"}
+    )
+
+
+@router.get("/slides", summary="List slide analyses, newest first")
+def list_slide_analyses(
+    service: SlideServiceDep,
+    _key: ApiKeyDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Status and summary of recent analyses (no full reports)."""
+    return {"slides": service.list(limit)}
+
+
+@router.get("/slides/{analysis_id}", summary="Status, progress and report of an analysis")
+def describe_slide_analysis(
+    analysis_id: str, service: SlideServiceDep, _key: ApiKeyDep
+) -> dict[str, Any]:
+    """``status`` is ``InProgress``, ``Completed`` or ``Failed`` (with ``failure_reason``)."""
+    return service.describe(analysis_id)
+
+
+@router.delete("/slides/{analysis_id}", status_code=204, summary="Delete an analysis")
+def delete_slide_analysis(analysis_id: str, service: SlideServiceDep, _key: ApiKeyDep) -> Response:
+    """Remove the slide, its outputs and its record; stops it if still running."""
+    service.delete(analysis_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/slides/{analysis_id}/tiles/{row}/{col}.png",
+    summary="One tile of the slide, as the model saw it",
+    response_class=Response,
+)
+def slide_tile(
+    analysis_id: str,
+    row: int,
+    col: int,
+    service: SlideServiceDep,
+    _key: ApiKeyDep,
+) -> Response:
+    """The 50x50 tile at grid ``row``, ``col`` (see ``top_tiles`` in the report)."""
+    return Response(
+        service.tile_png(analysis_id, row, col),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get(
+    "/slides/{analysis_id}/{output}",
+    summary="An output: heatmap.png, overlay.png, thumbnail.jpg, report.pdf, report.png, "
+    "report.json, probabilities.npy, comparison.png, truth.npy",
+    response_class=FileResponse,
+)
+def slide_output(
+    analysis_id: str,
+    output: str,
+    service: SlideServiceDep,
+    _key: ApiKeyDep,
+    download: Annotated[bool, Query(description="Send as an attachment")] = False,
+) -> FileResponse:
+    """A file produced by a completed analysis."""
+    path = service.output_path(analysis_id, output)
+    filename = f"slide-{analysis_id[:8]}-{output}" if download else None
+    return FileResponse(
+        path,
+        media_type=_MEDIA.get(path.suffix, "application/octet-stream"),
+        filename=filename,
+        headers={"Cache-Control": "private, max-age=3600"},
+    )

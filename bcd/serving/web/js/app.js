@@ -1,0 +1,310 @@
+// The pathologists' web app: wiring of upload, patch results, slide viewer and cases.
+
+import { apiKey, setApiKey } from "./api.js";
+import { classifyPatches, renderPatches } from "./patches.js";
+import {
+  deleteCase,
+  fillFacts,
+  listCases,
+  loadViewerImages,
+  renderDownloads,
+  renderGallery,
+  renderTruth,
+  startAnalysis,
+  summaryFacts,
+  waitForAnalysis,
+} from "./slides.js";
+import { SlideViewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const SLIDE_SUFFIX = /\.(svs|ndpi|mrxs|scn|bif|vms|vmu|svslide|tif|tiff)$/i;
+const PATCH_MAX_SIDE = 64;
+
+const state = {
+  patchResults: [],
+  currentCase: null,
+  viewToken: 0,
+};
+let viewer = null;
+
+function threshold() {
+  return Number($("threshold").value);
+}
+
+function endpoint() {
+  return $("endpoint").value.trim();
+}
+
+function setStatus(message) {
+  $("status").textContent = message;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function hideStart() {
+  $("start").hidden = true;
+}
+
+async function kindOf(file) {
+  if (/truth/i.test(file.name) && /\.(npy|png)$/i.test(file.name)) return "truth";
+  if (SLIDE_SUFFIX.test(file.name)) return "slide";
+  if (/\.npy$/i.test(file.name)) return "patch";
+  try {
+    const bitmap = await createImageBitmap(file);
+    const large = bitmap.width > PATCH_MAX_SIDE || bitmap.height > PATCH_MAX_SIDE;
+    bitmap.close();
+    return large ? "slide" : "patch";
+  } catch (_) {
+    // Undecodable here: let the server say what is wrong with it.
+    return file.size > 2 * 1024 * 1024 ? "slide" : "patch";
+  }
+}
+
+async function handleFiles(fileList) {
+  const files = Array.from(fileList);
+  if (!files.length) return;
+  showError("");
+  hideStart();
+  const kinds = await Promise.all(files.map(kindOf));
+  const pick = (kind) => files.filter((_, index) => kinds[index] === kind);
+  const patches = pick("patch");
+  const slides = pick("slide");
+  const truths = pick("truth");
+  if (truths.length && !slides.length) {
+    showError("A ground-truth file needs its slide: drop the slide and truth.npy (or truth.png) together.");
+  }
+  if (patches.length) await runPatches(patches);
+  for (const [index, slide] of slides.entries()) {
+    await runSlide(slide, slides.length === 1 ? truths[0] : truths.find((t) => sameStem(t, slide)), index === 0);
+  }
+}
+
+function sameStem(truth, slide) {
+  const stem = slide.name.replace(/\.[^.]+$/, "");
+  return truth.name.startsWith(stem);
+}
+
+async function runPatches(files) {
+  $("patch-results").hidden = false;
+  setStatus(`Analysing ${files.length} patch${files.length > 1 ? "es" : ""}…`);
+  try {
+    state.patchResults = await classifyPatches(files, endpoint(), (done, total) =>
+      setStatus(`Analysing patches… ${done} of ${total}`),
+    );
+    renderPatches(state.patchResults, threshold(), $("patch-rows"), $("patch-summary"));
+    const failed = state.patchResults.filter((result) => result.error);
+    setStatus(`Analysed ${files.length - failed.length} of ${files.length} patches.`);
+    if (failed.length) {
+      showError(
+        `${failed.length} file${failed.length > 1 ? "s" : ""} could not be analysed:\n` +
+          failed.map((result) => `${result.file.name}: ${result.error}`).join("\n"),
+      );
+    }
+  } catch (error) {
+    setStatus("");
+    showError(error.message);
+  }
+}
+
+async function runSlide(file, truth, show) {
+  const view = $("slide-view");
+  view.hidden = false;
+  $("slide-result").hidden = true;
+  $("slide-progress").hidden = false;
+  $("slide-stage").textContent = `Uploading ${file.name}…`;
+  $("slide-progress-bar").value = 0;
+  setStatus(`Uploading ${file.name}…`);
+  try {
+    const created = await startAnalysis(file, truth, { threshold: threshold(), endpoint: endpoint() }, (fraction) => {
+      $("slide-progress-bar").value = fraction;
+      $("slide-stage").textContent = `Uploading ${file.name}… ${Math.round(fraction * 100)} %`;
+    });
+    await refreshCases();
+    if (show) await openCase(created.id);
+  } catch (error) {
+    $("slide-progress").hidden = true;
+    setStatus("");
+    showError(`${file.name}: ${error.message}`);
+  }
+}
+
+async function openCase(id) {
+  const token = ++state.viewToken;
+  state.currentCase = id;
+  markCurrentCase();
+  hideStart();
+  showError("");
+  $("slide-view").hidden = false;
+  $("slide-result").hidden = true;
+  $("slide-progress").hidden = false;
+  try {
+    const described = await waitForAnalysis(
+      id,
+      (update) => {
+        $("slide-stage").textContent = `${update.filename}: ${update.stage} (${Math.round(update.progress * 100)} %)`;
+        $("slide-progress-bar").value = update.progress;
+        setStatus(`Analysing ${update.filename}…`);
+      },
+      () => token === state.viewToken,
+    );
+    if (!described) return;
+    $("slide-progress").hidden = true;
+    await refreshCases();
+    if (described.status === "Failed") {
+      setStatus("");
+      showError(`The analysis of ${described.filename} failed: ${described.failure_reason}`);
+      return;
+    }
+    await renderResult(described, token);
+  } catch (error) {
+    if (token !== state.viewToken) return;
+    $("slide-progress").hidden = true;
+    setStatus("");
+    showError(error.message);
+  }
+}
+
+async function renderResult(described, token) {
+  setStatus(`Loading the heatmap of ${described.filename}…`);
+  const [base, overlay] = await loadViewerImages(described.id);
+  if (token !== state.viewToken) return;
+  $("slide-title").textContent = `Slide analysis: ${described.filename}`;
+  $("slide-result").hidden = false;
+  viewer.setImages(base, overlay, described.report.slide.width);
+  viewer.setOpacity(Number($("opacity").value));
+  fillFacts($("slide-summary"), summaryFacts(described.report));
+  renderDownloads($("downloads"), described, (error) => showError(error.message));
+  await Promise.all([
+    renderGallery($("gallery"), described, viewer),
+    renderTruth($("truth-section"), $("truth-metrics"), $("comparison"), described),
+  ]);
+  setStatus(`Analysis of ${described.filename} complete.`);
+}
+
+function markCurrentCase() {
+  for (const item of $("case-list").children) {
+    item.classList.toggle("current", item.dataset.id === state.currentCase);
+  }
+}
+
+async function refreshCases() {
+  let cases;
+  try {
+    cases = await listCases();
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
+  const list = $("case-list");
+  list.replaceChildren();
+  $("cases-empty").hidden = cases.length > 0;
+  for (const item of cases) {
+    const entry = document.createElement("li");
+    entry.dataset.id = item.id;
+    const name = document.createElement("div");
+    name.className = "case-name";
+    name.textContent = item.filename;
+    const meta = document.createElement("div");
+    meta.className = "case-meta";
+    const badge = document.createElement("span");
+    badge.className = `badge ${item.status}`;
+    badge.textContent = item.status === "InProgress" ? "Running" : item.status;
+    const when = new Date(item.created).toLocaleString();
+    const auc = item.summary && item.summary.auc !== null && item.summary.auc !== undefined ? ` · AUC ${item.summary.auc.toFixed(3)}` : "";
+    meta.append(badge, ` ${when}${auc}`);
+    const actions = document.createElement("div");
+    actions.className = "case-actions";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open analysis of ${item.filename}`);
+    open.addEventListener("click", () => openCase(item.id));
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "danger";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", `Delete analysis of ${item.filename}`);
+    remove.addEventListener("click", async () => {
+      if (!window.confirm(`Delete the analysis of ${item.filename} from the server?`)) return;
+      try {
+        await deleteCase(item.id);
+        if (state.currentCase === item.id) {
+          state.viewToken += 1;
+          state.currentCase = null;
+          $("slide-view").hidden = true;
+        }
+        setStatus(`Deleted the analysis of ${item.filename}.`);
+        await refreshCases();
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+    actions.append(open, remove);
+    entry.append(name, meta, actions);
+    list.append(entry);
+  }
+  markCurrentCase();
+}
+
+function bindUpload() {
+  const zone = $("dropzone");
+  const input = $("file-input");
+  input.addEventListener("change", () => {
+    handleFiles(input.files).finally(() => {
+      input.value = "";
+    });
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    zone.addEventListener(name, () => zone.classList.remove("dragging"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    handleFiles(event.dataTransfer.files);
+  });
+  // Dropping outside the zone must not navigate away from the app.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+function bindControls() {
+  const keyInput = $("api-key");
+  keyInput.value = apiKey();
+  keyInput.addEventListener("change", () => {
+    setApiKey(keyInput.value);
+    refreshCases();
+  });
+  const endpointInput = $("endpoint");
+  endpointInput.value = localStorage.getItem("bcd.endpoint") || "";
+  endpointInput.addEventListener("change", () => localStorage.setItem("bcd.endpoint", endpointInput.value.trim()));
+  $("threshold").addEventListener("input", () => {
+    $("threshold-value").textContent = threshold().toFixed(2);
+    if (state.patchResults.length) renderPatches(state.patchResults, threshold(), $("patch-rows"), $("patch-summary"));
+  });
+  $("opacity").addEventListener("input", () => {
+    const value = Number($("opacity").value);
+    $("opacity-value").textContent = `${Math.round(value * 100)}%`;
+    viewer.setOpacity(value);
+  });
+  $("zoom-in").addEventListener("click", () => viewer.zoomBy(1.25));
+  $("zoom-out").addEventListener("click", () => viewer.zoomBy(0.8));
+  $("zoom-fit").addEventListener("click", () => viewer.fit());
+}
+
+function main() {
+  viewer = new SlideViewer($("viewer"));
+  bindUpload();
+  bindControls();
+  refreshCases();
+}
+
+main();

@@ -1,0 +1,369 @@
+"""Whole-slide analysis: tile the tissue, score every tile, summarise.
+
+Memory stays bounded whatever the slide size: tiles are read band by band
+(a few grid rows at a time), batched, scored and dropped; only the
+probability map (one float per tile) and a thumbnail are kept. Reading runs in
+a background thread one batch ahead of inference, so the two overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bcd.errors import InvalidInputError
+from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, band_tiles, plan_grid, read_band
+from bcd.slides._tissue import saturation, tissue_threshold
+from bcd.slides.readers import BaseSlideReader
+
+logger = logging.getLogger(__name__)
+
+#: ``predict(tiles)``: uint8 ``(N, 50, 50, 3)`` RGB → ``(N, 2)`` class probabilities
+#: (or ``(N,)`` IDC probabilities).
+Predict = Callable[[np.ndarray], np.ndarray]
+#: ``progress(done_tiles, total_tiles)``; raising from it cancels the analysis.
+Progress = Callable[[int, int], None]
+
+_BAND_BYTES = 48 * 1024**2
+_MASK_PIXELS_PER_TILE = 4
+_MAX_MASK_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How to analyse a slide.
+
+    Attributes:
+        stride: Step between tiles in model pixels (50 = adjacent tiles).
+        mpp: Microns per pixel to use instead of the file's (``None`` = the file's).
+        model_mpp: Resolution of the model's training patches (4 µm/px for the
+            IDC dataset; a model's ``model.json`` may say otherwise).
+        threshold: IDC probability at which a tile counts as positive.
+        detect_tissue: Skip background tiles (``False`` scores every tile).
+        min_tissue_fraction: Share of a tile that must be tissue to score it.
+        tissue_threshold: Saturation threshold (0-255); ``None`` = Otsu per slide.
+        batch_size: Tiles per ``predict`` call.
+        top_k: How many of the most suspicious tiles to report.
+        thumbnail_size: Longest side of the thumbnail kept for the heatmap.
+    """
+
+    stride: int = TILE_SIZE
+    mpp: float | None = None
+    model_mpp: float = MODEL_MPP
+    threshold: float = 0.5
+    detect_tissue: bool = True
+    min_tissue_fraction: float = 0.1
+    tissue_threshold: float | None = None
+    batch_size: int = 256
+    top_k: int = 12
+    thumbnail_size: int = 2048
+
+    def validate(self) -> AnalysisOptions:
+        """Check ranges.
+
+        Returns:
+            The options, unchanged.
+
+        Raises:
+            InvalidInputError: For any value out of range.
+        """
+        checks = [
+            (0.0 <= self.threshold <= 1.0, f"threshold {self.threshold} must be in [0, 1]"),
+            (
+                0.0 <= self.min_tissue_fraction <= 1.0,
+                f"min_tissue_fraction {self.min_tissue_fraction} must be in [0, 1]",
+            ),
+            (0 < self.model_mpp < 100, f"model_mpp {self.model_mpp} must be in (0, 100) µm/px"),
+            (1 <= self.batch_size <= 8192, f"batch_size {self.batch_size} must be 1..8192"),
+            (0 <= self.top_k <= 1000, f"top_k {self.top_k} must be 0..1000"),
+            (
+                64 <= self.thumbnail_size <= 8192,
+                f"thumbnail_size {self.thumbnail_size} must be 64..8192",
+            ),
+            (
+                self.tissue_threshold is None or 0 <= self.tissue_threshold <= 255,
+                f"tissue_threshold {self.tissue_threshold} must be in [0, 255]",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidInputError(message)
+        return self
+
+
+@dataclass
+class SlideAnalysis:
+    """The result of :func:`analyze_slide`.
+
+    Attributes:
+        grid: The tile grid (level, stride, rows, cols).
+        probabilities: float32 ``(rows, cols)`` IDC probability, NaN where not scored.
+        tissue: bool ``(rows, cols)``, the tiles that were scored.
+        thumbnail: uint8 ``(h, w, 3)`` picture of the whole slide.
+        thumbnail_downsample: Level-0 pixels per thumbnail pixel.
+        tissue_threshold: Saturation threshold used.
+        seconds: Wall time of each stage (``mask``, ``tiles``, ``total``).
+        slide: Facts about the slide (size, levels, mpp and where it came from).
+        options: The options used.
+        notes: What was assumed or adjusted, for the report.
+    """
+
+    grid: TileGrid
+    probabilities: np.ndarray
+    tissue: np.ndarray
+    thumbnail: np.ndarray
+    thumbnail_downsample: float
+    tissue_threshold: float
+    seconds: dict[str, float]
+    slide: dict[str, Any]
+    options: AnalysisOptions
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scored_tiles(self) -> int:
+        """Number of tiles that went through the model."""
+        return int(self.tissue.sum())
+
+
+def analyze_slide(
+    reader: BaseSlideReader,
+    predict: Predict,
+    options: AnalysisOptions | None = None,
+    progress: Progress | None = None,
+) -> SlideAnalysis:
+    """Score every tissue tile of a slide with ``predict``.
+
+    Args:
+        reader: The open slide.
+        predict: Tile classifier (see :data:`Predict`): the serving runtime's,
+            or any numpy function in tests.
+        options: Tiling and tissue options (defaults if ``None``).
+        progress: Called after every batch with ``(done, total)`` tissue tiles;
+            an exception raised in it stops the analysis and propagates.
+
+    Returns:
+        The probability map and everything needed to summarise and render it.
+
+    Raises:
+        InvalidInputError: For bad options, an unreadable slide region, or a
+            ``predict`` that returns the wrong shape.
+    """
+    options = (options or AnalysisOptions()).validate()
+    started = time.perf_counter()
+    grid = plan_grid(reader, stride=options.stride, mpp=options.mpp, target_mpp=options.model_mpp)
+    thumbnail, thumbnail_downsample = reader.thumbnail(options.thumbnail_size)
+    thumbnail_saturation = saturation(thumbnail)
+    threshold = (
+        options.tissue_threshold
+        if options.tissue_threshold is not None
+        else tissue_threshold(thumbnail, saturation_map=thumbnail_saturation)
+    )
+    if options.detect_tissue:
+        fractions = tile_tissue_fractions(
+            reader, grid, threshold, thumbnail_saturation, thumbnail_downsample
+        )
+        tissue = fractions >= max(options.min_tissue_fraction, 1e-9)
+    else:
+        tissue = np.ones((grid.rows, grid.cols), dtype=bool)
+    mask_seconds = time.perf_counter() - started
+    total = int(tissue.sum())
+    logger.info(
+        "slide grid %dx%d, %d tissue tiles, level %d", grid.rows, grid.cols, total, grid.level
+    )
+
+    probabilities = np.full((grid.rows, grid.cols), np.nan, dtype=np.float32)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    for rows, cols, tiles in _prefetch(_batches(reader, grid, tissue, options.batch_size)):
+        scores = _idc_probabilities(predict(tiles), len(tiles))
+        probabilities[rows, cols] = scores
+        done += len(tiles)
+        if progress is not None:
+            progress(done, total)
+    seconds = {
+        "mask": mask_seconds,
+        "tiles": time.perf_counter() - started - mask_seconds,
+        "total": time.perf_counter() - started,
+    }
+    width, height = reader.dimensions
+    slide = {
+        "format": reader.format,
+        "width": width,
+        "height": height,
+        "levels": reader.level_count,
+        "mpp": grid.slide_mpp,
+        "mpp_source": "user" if options.mpp else ("file" if reader.mpp else "assumed"),
+    }
+    return SlideAnalysis(
+        grid=grid,
+        probabilities=probabilities,
+        tissue=tissue,
+        thumbnail=thumbnail,
+        thumbnail_downsample=thumbnail_downsample,
+        tissue_threshold=float(threshold),
+        seconds=seconds,
+        slide=slide,
+        options=options,
+        notes=list(grid.notes),
+    )
+
+
+def tile_tissue_fractions(
+    reader: BaseSlideReader,
+    grid: TileGrid,
+    threshold: float,
+    thumbnail_saturation: np.ndarray,
+    thumbnail_downsample: float,
+) -> np.ndarray:
+    """Share of tissue pixels under every tile, from a low-resolution mask.
+
+    The mask comes from the thumbnail when a tile spans a few of its pixels,
+    otherwise from a finer overview (bounded in size).
+
+    Args:
+        reader: The open slide.
+        grid: The tile grid.
+        threshold: Saturation threshold of tissue.
+        thumbnail_saturation: Saturation of the slide thumbnail.
+        thumbnail_downsample: Level-0 pixels per thumbnail pixel.
+
+    Returns:
+        float32 ``(rows, cols)`` in [0, 1].
+    """
+    footprint = grid.tile_size * grid.level0_per_model
+    values, downsample = thumbnail_saturation, thumbnail_downsample
+    if footprint / downsample < _MASK_PIXELS_PER_TILE:
+        wanted = max(reader.dimensions) * _MASK_PIXELS_PER_TILE / footprint
+        if wanted > max(values.shape):
+            overview, downsample = reader.thumbnail(int(min(wanted, _MAX_MASK_SIZE)))
+            values = saturation(overview)
+    mask = values > threshold
+    # Summed-area table: any rectangle's tissue count in O(1).
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int64)
+    step = grid.stride * grid.level0_per_model / downsample
+    size = footprint / downsample
+    starts_y = np.arange(grid.rows) * step
+    starts_x = np.arange(grid.cols) * step
+    y0 = np.clip(np.floor(starts_y).astype(int), 0, mask.shape[0])
+    y1 = np.clip(np.maximum(np.ceil(starts_y + size).astype(int), y0 + 1), 0, mask.shape[0])
+    x0 = np.clip(np.floor(starts_x).astype(int), 0, mask.shape[1])
+    x1 = np.clip(np.maximum(np.ceil(starts_x + size).astype(int), x0 + 1), 0, mask.shape[1])
+    counts = integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
+    # Area of the full tile, so a tile hanging over the slide edge counts the outside as glass.
+    area = np.outer(
+        np.maximum(np.ceil(starts_y + size) - np.floor(starts_y), 1),
+        np.maximum(np.ceil(starts_x + size) - np.floor(starts_x), 1),
+    )
+    return (counts / area).astype(np.float32)
+
+
+def _batches(
+    reader: BaseSlideReader, grid: TileGrid, tissue: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(rows, cols, tiles)`` batches of tissue tiles, band by band."""
+    band_width = (grid.cols - 1) * grid.stride + grid.tile_size
+    row_bytes = max(grid.stride, grid.tile_size) * band_width * 3
+    rows_per_band = max(1, min(_BAND_BYTES // row_bytes, -(-batch_size // max(grid.cols, 1))))
+    tissue_rows = np.flatnonzero(tissue.any(axis=1))
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending_count = 0
+    index = 0
+    while index < len(tissue_rows):
+        first = int(tissue_rows[index])
+        last = min(first + rows_per_band, grid.rows)
+        band_rows = last - first
+        band = read_band(reader, grid, first, band_rows)
+        tiles = band_tiles(band, grid, band_rows)
+        band_mask = tissue[first:last]
+        rows, cols = np.nonzero(band_mask)
+        pending.append((rows + first, cols, tiles[rows, cols]))
+        pending_count += len(rows)
+        while pending_count >= batch_size:
+            batch, pending = _take(pending, batch_size)
+            pending_count -= batch_size
+            yield batch
+        while index < len(tissue_rows) and tissue_rows[index] < last:
+            index += 1
+    if pending_count:
+        yield _take(pending, pending_count)[0]
+
+
+def _take(
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]], count: int
+) -> tuple[
+    tuple[np.ndarray, np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+]:
+    rows = np.concatenate([part[0] for part in pending])
+    cols = np.concatenate([part[1] for part in pending])
+    tiles = np.concatenate([part[2] for part in pending])
+    rest = [(rows[count:], cols[count:], tiles[count:])] if len(rows) > count else []
+    return (rows[:count], cols[:count], np.ascontiguousarray(tiles[:count])), rest
+
+
+_DONE = object()
+
+
+def _prefetch(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``batches`` in a background thread, ``depth`` items ahead of the consumer."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as error:  # handed to the consumer, re-raised there
+            buffer.put(error)
+
+    worker = threading.Thread(target=produce, name="slide-tile-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def _idc_probabilities(output: Any, expected: int) -> np.ndarray:
+    """Column 1 of an ``(N, 2)`` output, or an ``(N,)`` output as is."""
+    scores = np.asarray(output, dtype=np.float32)
+    if scores.ndim == 2 and scores.shape == (expected, 2):
+        scores = scores[:, 1]
+    if scores.shape != (expected,):
+        raise InvalidInputError(
+            f"the classifier returned shape {tuple(scores.shape)} for {expected} tiles; "
+            f"expected ({expected}, 2) class probabilities"
+        )
+    if not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+        raise InvalidInputError(
+            "the classifier returned values outside [0, 1]; it must return probabilities "
+            "(apply softmax to logits)"
+        )
+    return scores

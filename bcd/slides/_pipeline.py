@@ -1,0 +1,68 @@
+"""One call from a slide file to every output: open, analyse, report, write."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bcd.slides._analysis import AnalysisOptions, Predict, Progress, analyze_slide
+from bcd.slides._outputs import write_outputs
+from bcd.slides._summary import build_report
+from bcd.slides.readers import open_slide
+
+
+def file_facts(path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """Name, size and SHA-256 of a file, for the report's ``source``."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {
+        "filename": name or path.name,
+        "size_bytes": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+    }
+
+
+def analyze_file(
+    path: str | Path,
+    predict: Predict,
+    out_dir: str | Path,
+    options: AnalysisOptions | None = None,
+    truth: np.ndarray | None = None,
+    truth_cell: int = 50,
+    model: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    filename: str | None = None,
+) -> dict[str, Any]:
+    """Analyse a slide file and write heatmap, maps, JSON and page report to ``out_dir``.
+
+    Args:
+        path: The slide (any format :func:`bcd.slides.open_slide` reads).
+        predict: Tile classifier, uint8 ``(N, 50, 50, 3)`` → ``(N, 2)`` probabilities.
+        out_dir: Output folder.
+        options: Analysis options.
+        truth: Optional ground-truth tile map (-1/0/1) for per-slide metrics.
+        truth_cell: Edge of a truth cell in level-0 pixels.
+        model: Facts about the classifier for the report.
+        progress: ``(done, total)`` callback; raising in it cancels.
+        filename: Name to show in the report instead of the file's own (uploads).
+
+    Returns:
+        The report (also written as ``report.json``).
+
+    Raises:
+        BcdError: Subclasses for unreadable slides, bad options or truth.
+    """
+    source = file_facts(path, filename)
+    with open_slide(path) as reader:
+        analysis = analyze_slide(reader, predict, options, progress)
+        report = build_report(
+            analysis, truth=truth, truth_cell=truth_cell, source=source, model=model
+        )
+        write_outputs(analysis, report, out_dir, reader, truth=truth, truth_cell=truth_cell)
+    return report

@@ -1,0 +1,304 @@
+"""Serving speed: `bcd serve` against a naive baseline, one run, loopback only.
+
+Prints, for the ``cnn`` model (the bundled one when it is a cnn, else a
+``SmallCNN`` with random weights exported by the algorithms package):
+
+1. time from starting ``bcd serve`` to its first answered prediction (target < 2 s);
+2. requests/s and p50/p99 latency of single-patch ``POST /predict-breast-cancer``
+   at concurrency 1, 16 and 64, for ``bcd serve`` and for bench/naive_server.py
+   (FastAPI + torch eager, one forward per request), and their ratio
+   (target >= 5x the baseline's requests/s at 64, with a lower p99);
+3. patches/s of ``/endpoints/{name}/invocations`` with 256-image ``.npy``
+   requests against a bare ONNX Runtime session in this process (target >= 0.8x).
+
+Load comes from ``wrk`` (a Python client tops out near 250 requests/s here);
+install it with ``apt-get install wrk`` (Debian/Ubuntu) or ``brew install wrk``.
+Every run is bounded by ``--duration`` seconds.
+
+    .venv/bin/python bench/serve_bench.py [--duration 8] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PATCH = (
+    ROOT.parent / "shared" / "data" / "IDC_regular_ps50_idx5" / "10253" / "1"
+    / "10253_idx5_x651_y701_class1.png"
+)  # fmt: skip
+ENDPOINT = "bench"
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-image"
+local file = io.open("{patch}", "rb")
+wrk.body = file:read("*all")
+file:close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cnn_model(folder: Path) -> Path:
+    """A cnn model folder: the bundled model if it is a cnn, else random weights."""
+    bundled = ROOT / "bcd" / "bundled"
+    for candidate in [bundled, *bundled.glob("*")]:
+        document = candidate / "model.json"
+        if (
+            document.is_file()
+            and (candidate / "model.pt").is_file()
+            and json.loads(document.read_text()).get("algorithm") == "cnn"
+        ):
+            return candidate
+    import torch
+
+    from bcd.algorithms import get_algorithm
+    from bcd.algorithms.artifacts import write_artifacts
+    from bcd.algorithms.models import build_model
+
+    torch.manual_seed(0)
+    hyperparameters = get_algorithm("cnn").validate_hyperparameters(
+        {"image_shape": "3,50,50", "num_classes": "2", "epochs": "1"}
+    )
+    model = build_model("cnn", hyperparameters).eval()
+    write_artifacts(
+        folder,
+        model,
+        algorithm="cnn",
+        hyperparameters=hyperparameters,
+        mean=(0.8, 0.62, 0.78),
+        std=(0.12, 0.16, 0.11),
+        parity_batch=torch.randn(8, 3, 50, 50),
+        metrics={},
+        dataset={"name": "random-weights"},
+    )
+    return folder
+
+
+def deploy(model_dir: Path, home: Path) -> None:
+    from bcd import registry
+    from bcd.config import Settings
+
+    settings = Settings(home=home)
+    registry.create_model("bench-cnn", model_data=str(model_dir), settings=settings)
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": "bench-cnn",
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
+    registry.create_endpoint_config("bench-config", [variant], settings=settings)
+    registry.create_endpoint(ENDPOINT, "bench-config", settings=settings)
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def first_answer(url: str, body: bytes, process: subprocess.Popen, timeout: float = 60) -> float:
+    """Poll until a prediction succeeds; returns when it did (monotonic)."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            connection = http.client.HTTPConnection(host, int(port), timeout=5)
+            connection.request(
+                "POST", "/predict-breast-cancer", body, {"Content-Type": "application/x-image"}
+            )
+            if connection.getresponse().status == 200:
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("no answer in time")
+
+
+def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+    threads = 1 if connections == 1 else 2
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    command += ["-s", str(script), f"{url}/predict-breast-cancer"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        if match is None:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    failures = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return {
+        "rps": float(requests.group(1)) if requests else float("nan"),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(failures.group(1)) if failures else 0.0,
+        "socket_errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
+    }
+
+
+def batch_throughput(url: str, model_dir: Path, seconds: float) -> dict[str, float]:
+    """Patches/s of 256-image .npy requests, and of a bare session at batch 256."""
+    import http.client
+
+    import onnxruntime as ort
+
+    from bcd.serving import Preprocessor, load_model_spec
+
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, size=(256, 50, 50, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.save(buffer, patches)
+    body = buffer.getvalue()
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    path = f"/endpoints/{ENDPOINT}/invocations"
+    headers = {"Content-Type": "application/x-npy"}
+
+    def served() -> None:
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    batch = Preprocessor(load_model_spec(model_dir))(list(patches))
+
+    def bare() -> None:
+        session.run(None, {"images": batch})
+
+    def rate(call) -> float:  # type: ignore[no-untyped-def]
+        call()  # warm
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            call()
+            count += 256
+        return count / (time.perf_counter() - started)
+
+    served_rate = rate(served)
+    bare_rate = rate(bare)
+    return {
+        "served_patches_per_s": served_rate,
+        "bare_patches_per_s": bare_rate,
+        "ratio": served_rate / bare_rate,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
+    if not PATCH.is_file():
+        sys.exit(f"the real patch {PATCH} is missing (../shared/data)")
+
+    results: dict[str, Any] = {"cores": len(os.sched_getaffinity(0))}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        model_dir = cnn_model(work / "model")
+        deploy(model_dir, work / "home")
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT.format(patch=PATCH))
+        body = PATCH.read_bytes()
+        bin_dir = Path(sys.executable).parent
+        env = {**os.environ, "BCD_HOME": str(work / "home"), "BCD_DEFAULT_ENDPOINT": ENDPOINT}
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        with server([str(bin_dir / "bcd"), "serve", "--port", str(port)], env) as process:
+            results["startup_s"] = first_answer(url, body, process) - started
+            print(f"bcd serve: first answer {results['startup_s']:.2f} s after start", flush=True)
+            results["bcd"] = {}
+            for connections in args.concurrency:
+                results["bcd"][connections] = wrk(url, script, connections, args.duration)
+                print(f"bcd serve  c={connections:<3} {results['bcd'][connections]}", flush=True)
+            results["batch"] = batch_throughput(url, model_dir, seconds=args.duration / 2)
+            print(f"batch 256: {results['batch']}", flush=True)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        naive = [
+            sys.executable,
+            str(ROOT / "bench" / "naive_server.py"),
+            str(model_dir),
+            "--port",
+            str(port),
+        ]
+        with server(naive, env) as process:
+            first_answer(url, body, process)
+            results["naive"] = {}
+            for connections in args.concurrency:
+                results["naive"][connections] = wrk(url, script, connections, args.duration)
+                print(f"naive      c={connections:<3} {results['naive'][connections]}", flush=True)
+
+    print()
+    columns = f"{'rps':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    print(f"{'':>11} | {'bcd serve':^27} | {'naive baseline':^27} |")
+    print(f"{'concurrency':>11} | {columns} | {columns} | ratio")
+    for connections in args.concurrency:
+        ours, theirs = results["bcd"][connections], results["naive"][connections]
+        ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("nan")
+        row = [
+            f"{run['rps']:>9.0f} {run['p50_ms']:>8.2f} {run['p99_ms']:>8.2f}"
+            for run in (ours, theirs)
+        ]
+        print(f"{connections:>11} | {row[0]} | {row[1]} | {ratio:.2f}x")
+    batch = results["batch"]
+    print(
+        f"batch 256 /invocations: {batch['served_patches_per_s']:.0f} patches/s vs bare "
+        f"ONNX Runtime {batch['bare_patches_per_s']:.0f} patches/s = {batch['ratio']:.2f}x "
+        "(target >= 0.8x)"
+    )
+    print(f"startup to first answer: {results['startup_s']:.2f} s (target < 2 s)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

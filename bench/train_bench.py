@@ -1,0 +1,165 @@
+"""Training throughput: the full job path vs a bare torch loop, same model, same run.
+
+For each algorithm it prints images/s of
+
+- ``bare``: a plain loop (forward, loss, backward, optimizer step) over
+  in-memory float tensors already normalised, no data path at all;
+- ``job``: a real training job (``bcd.jobs``: supervisor, child process,
+  packed-shard reads, batching, normalisation, metric scraping), taken from the
+  trainer's per-epoch ``train:throughput`` metric (median of epochs after the
+  first);
+- ``job end-to-end``: training images x epochs / the job's whole training time
+  (process start, torch import, validation, checkpoints, ONNX export
+  included), for information;
+
+and the ratio job / bare (target >= 0.9: the data path is not the bottleneck).
+The bare loop runs before and after the job and the mean is used, so load
+from other processes on the machine hits both sides alike.
+
+    .venv/bin/python bench/train_bench.py [--algorithms cnn,image-classification]
+        [--patients 12] [--epochs 3] [--batch 128] [--threads 2] [--augmentation none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "IDC_regular_ps50_idx5"
+
+
+def make_dataset(settings, patients: int) -> str:  # type: ignore[no-untyped-def]
+    """Import ``patients`` real patients (or synthetic ones when the data is absent)."""
+    from bcd.data import SplitSpec, import_dataset
+    from bcd.testing import copy_real_patients, make_synthetic_dataset
+
+    if not SHARED.is_dir():
+        make_synthetic_dataset("bench", settings, n_patients=patients, patches_per_patient=150)
+        return "synthetic"
+    chosen = sorted(path.name for path in SHARED.iterdir() if path.is_dir())[:patients]
+    with tempfile.TemporaryDirectory() as folder:
+        tree = copy_real_patients(SHARED, Path(folder) / "IDC_regular_ps50_idx5", chosen)
+        import_dataset(tree, "bench", settings=settings, split=SplitSpec((0.8, 0.2), 7), workers=0)
+    return f"{patients} real patients"
+
+
+def bare_loop(algorithm: str, hyperparameters: dict[str, str], settings, threads: int) -> float:  # type: ignore[no-untyped-def]
+    """Images/s of forward+backward+step over in-memory tensors (one pass, after warm-up)."""
+    import numpy as np
+    import torch
+
+    from bcd.algorithms import get_algorithm
+    from bcd.algorithms.models import build_model
+    from bcd.data import open_split
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    values = get_algorithm(algorithm).validate_hyperparameters(hyperparameters)
+    split = open_split("bench", "train", settings)
+    images = torch.from_numpy(np.ascontiguousarray(split.images)).permute(0, 3, 1, 2).float()
+    images = (images / 255.0 - 0.5) / 0.25  # (N, 3, 50, 50)
+    labels = torch.from_numpy(split.labels)
+    model = build_model(algorithm, values)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(values["learning_rate"]))
+    criterion = torch.nn.CrossEntropyLoss()
+    batch = int(values["mini_batch_size"])
+
+    def step(start: int) -> None:
+        logits = model(images[start : start + batch])  # (B, 2)
+        loss = criterion(logits, labels[start : start + batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step(0)  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(labels), batch):
+        step(start)
+    return len(labels) / (time.perf_counter() - started)
+
+
+def job_path(
+    algorithm: str,
+    hyperparameters: dict[str, str],
+    settings,
+    name: str,  # type: ignore[no-untyped-def]
+) -> tuple[float, float, list[float]]:
+    """Run a real job; returns (median epoch img/s after the first, end-to-end img/s, all)."""
+    from bcd.data import open_split
+    from bcd.jobs import TrainingJobService, get_metric_series
+
+    service = TrainingJobService(settings)
+    service.create(
+        {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {"AlgorithmName": algorithm},
+            "HyperParameters": hyperparameters,
+            "InputDataConfig": [
+                {"ChannelName": "train", "Uri": "dataset://bench/train"},
+                {"ChannelName": "validation", "Uri": "dataset://bench/validation"},
+            ],
+        }
+    )
+    while service.describe(name)["TrainingJobStatus"] in ("InProgress", "Stopping"):
+        time.sleep(0.5)
+    job = service.describe(name)
+    if job["TrainingJobStatus"] != "Completed":
+        raise SystemExit(f"job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason')}")
+    per_epoch = [point.value for point in get_metric_series(name, "train:throughput", settings)]
+    steady = per_epoch[1:] or per_epoch
+    images = len(open_split("bench", "train", settings)) * int(hyperparameters["epochs"])
+    seconds = (job["TrainingEndTime"] - job["TrainingStartTime"]).total_seconds()
+    return statistics.median(steady), images / seconds, per_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algorithms", default="cnn,image-classification")
+    parser.add_argument("--patients", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--augmentation", default="none")
+    args = parser.parse_args()
+
+    from bcd.config import Settings
+    from bcd.data import open_split
+
+    with tempfile.TemporaryDirectory(prefix="bcd-train-bench-") as home:
+        settings = Settings(home=Path(home), job_sample_interval_s=5.0)
+        source = make_dataset(settings, args.patients)
+        count = len(open_split("bench", "train", settings))
+        print(
+            f"data: {source}, {count} training patches; batch {args.batch}, "
+            f"{args.threads} threads, augmentation {args.augmentation}"
+        )
+        for algorithm in args.algorithms.split(","):
+            hyperparameters = {
+                "epochs": str(args.epochs),
+                "mini_batch_size": str(args.batch),
+                "augmentation_type": args.augmentation,
+                "early_stopping": "false",
+            }
+            if algorithm == "image-classification":
+                hyperparameters["num_layers"] = "18"
+            before = bare_loop(algorithm, hyperparameters, settings, args.threads)
+            steady, end_to_end, per_epoch = job_path(
+                algorithm, hyperparameters, settings, f"bench-{algorithm}"
+            )
+            after = bare_loop(algorithm, hyperparameters, settings, args.threads)
+            bare = (before + after) / 2
+            epochs = ", ".join(f"{value:.0f}" for value in per_epoch)
+            print(f"{algorithm}: bare {bare:.0f} img/s (before {before:.0f}, after {after:.0f})")
+            print(
+                f"{algorithm}: job {steady:.0f} img/s (epochs: {epochs}); "
+                f"job end-to-end {end_to_end:.0f} img/s"
+            )
+            print(f"{algorithm}: ratio job/bare = {steady / bare:.2f} (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Request decoding: every accepted content type, and clear refusals."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcd.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from bcd.serving import decode_request
+from bcd.serving._decode import MAX_IMAGES_PER_REQUEST
+from tests.serving.conftest import png_bytes
+
+LIMIT = 4096 * 4096
+rng = np.random.default_rng(7)
+PATCH = rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def multipart(files: list[bytes], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    boundary = "xYzBoundary123"
+    chunks = []
+    for name, value in (fields or {}).items():
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    for index, data in enumerate(files):
+        chunks.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                f'filename="p{index}.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-image", "image/png", "IMAGE/PNG; charset=binary"]
+)
+def test_raw_png_decodes_exactly(content_type: str) -> None:
+    (image,) = decode_request(content_type, png_bytes(PATCH), max_image_pixels=LIMIT)
+    assert image.dtype == np.uint8
+    np.testing.assert_array_equal(image, PATCH)
+
+
+def test_tiff_is_lossless() -> None:
+    (image,) = decode_request("image/tiff", encode(PATCH, "TIFF"), max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(image, PATCH)
+
+
+def test_jpeg_decodes_close_to_the_original() -> None:
+    ramp = np.linspace(40, 220, 50, dtype=np.float32)
+    smooth = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 128.0), -1)
+    smooth = smooth.astype(np.uint8)  # (50, 50, 3), JPEG-friendly
+    (image,) = decode_request("image/jpeg", encode(smooth, "JPEG"), max_image_pixels=LIMIT)
+    assert image.shape == (50, 50, 3)
+    assert np.abs(image.astype(int) - smooth.astype(int)).mean() < 4
+
+
+def test_grey_and_rgba_become_rgb() -> None:
+    grey = Image.fromarray(PATCH[..., 0])
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    (image,) = decode_request("image/png", buffer.getvalue(), max_image_pixels=LIMIT)
+    assert image.shape == (50, 50, 3)
+    np.testing.assert_array_equal(image[..., 1], PATCH[..., 0])
+    rgba = np.dstack([PATCH, np.full((50, 50), 255, np.uint8)])
+    (image,) = decode_request("image/png", png_bytes(rgba), max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(image, PATCH)
+
+
+def test_json_instances_and_base64() -> None:
+    body = json.dumps({"instances": [PATCH.tolist(), (PATCH // 2).tolist()]}).encode()
+    images = decode_request("application/json", body, max_image_pixels=LIMIT)
+    assert len(images) == 2
+    np.testing.assert_array_equal(images[1], PATCH // 2)
+
+    encoded = base64.b64encode(png_bytes(PATCH)).decode()
+    (image,) = decode_request(
+        "application/json", json.dumps({"image": encoded}).encode(), max_image_pixels=LIMIT
+    )
+    np.testing.assert_array_equal(image, PATCH)
+    data_url = "data:image/png;base64," + encoded
+    images = decode_request(
+        "application/json",
+        json.dumps({"images": [encoded, data_url]}).encode(),
+        max_image_pixels=LIMIT,
+    )
+    assert len(images) == 2
+
+
+def test_json_float_pixels_are_rounded() -> None:
+    body = json.dumps({"instances": [[[[0.4, 254.6, 100.0]]]]}).encode()
+    (image,) = decode_request("application/json", body, max_image_pixels=LIMIT)
+    assert image.tolist() == [[[0, 255, 100]]]
+
+
+def test_npy_single_and_batch() -> None:
+    (image,) = decode_request("application/x-npy", npy(PATCH), max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(image, PATCH)
+    batch = np.stack([PATCH, PATCH[::-1]])
+    images = decode_request("application/x-npy", npy(batch), max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(images[1], PATCH[::-1])
+    fortran = np.asfortranarray(PATCH)
+    (image,) = decode_request("application/x-npy", npy(fortran), max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(image, PATCH)
+
+
+def test_multipart_many_files_skips_plain_fields() -> None:
+    body, content_type = multipart([png_bytes(PATCH), png_bytes(PATCH[:, ::-1])], {"note": "x"})
+    images = decode_request(content_type, body, max_image_pixels=LIMIT)
+    assert len(images) == 2
+    np.testing.assert_array_equal(images[1], PATCH[:, ::-1])
+
+
+@pytest.mark.parametrize(
+    "content_type,body,error,match",
+    [
+        (None, b"x", UnsupportedMediaTypeError, "none"),
+        ("text/csv", b"x", UnsupportedMediaTypeError, "text/csv"),
+        ("image/png", b"", InvalidInputError, "empty"),
+        ("image/png", b"not an image", InvalidInputError, "could not be decoded"),
+        ("application/json", b"{", InvalidInputError, "not valid JSON"),
+        ("application/json", b'{"pixels": []}', InvalidInputError, "instances"),
+        ("application/json", b'{"instances": []}', InvalidInputError, "no image"),
+        ("application/json", b'{"instances": [[[1, 2]]]}', InvalidInputError, "H×W×3"),
+        ("application/json", b'{"instances": [[[[1, 2, 3]], [[1, 2]]]]}', InvalidInputError, ""),
+        ("application/json", b'{"instances": [[[[1, 2, 300]]]]}', InvalidInputError, "0–255"),
+        ("application/json", b'{"instances": [[[["a", "b", "c"]]]]}', InvalidInputError, ""),
+        ("application/json", b'{"image": "@@@"}', InvalidInputError, "base64"),
+        ("application/json", b'{"image": 5}', InvalidInputError, "base64"),
+        ("application/json", b'{"images": "abc"}', InvalidInputError, "list"),
+        ("application/x-npy", b"\x93NUMPY garbage", InvalidInputError, ".npy"),
+        ("multipart/form-data", b"--x--", InvalidInputError, "boundary"),
+        ("multipart/form-data; boundary=abc", b"--abc--\r\n", InvalidInputError, "no file"),
+    ],
+    ids=[
+        "no-type", "csv", "empty", "garbage", "bad-json", "no-key", "zero-instances",
+        "two-channels", "ragged", "over-255", "strings", "bad-base64", "base64-not-str",
+        "images-not-list", "bad-npy", "no-boundary", "no-files",
+    ],
+)  # fmt: skip
+def test_bad_bodies_are_refused_clearly(
+    content_type: str | None, body: bytes, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        decode_request(content_type, body, max_image_pixels=LIMIT)
+
+
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((50, 50, 3), np.float32), "dtype float32"),
+        (np.zeros((50, 50), np.uint8), "shape"),
+        (np.zeros((2, 50, 50, 4), np.uint8), "shape"),
+        (np.zeros((1, 2, 50, 50, 3), np.uint8), "shape"),
+        (np.array([{"a": 1}], dtype=object), "dtype object"),
+    ],
+    ids=["float", "2d", "4-channels", "5d", "pickle"],
+)
+def test_npy_wrong_dtype_or_shape(array: np.ndarray, match: str) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    with pytest.raises(InvalidInputError, match=match):
+        decode_request("application/x-npy", buffer.getvalue(), max_image_pixels=LIMIT)
+
+
+def test_npy_header_declaring_a_huge_array_allocates_nothing() -> None:
+    header = np.lib.format.header_data_from_array_1_0(PATCH)
+    header["shape"] = (10**6, 5000, 5000, 3)
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    buffer.write(PATCH.tobytes())
+    with pytest.raises(InvalidInputError, match="declares shape"):
+        decode_request("application/x-npy", buffer.getvalue(), max_image_pixels=LIMIT)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    big = np.zeros((200, 300, 3), np.uint8)
+    with pytest.raises(PayloadTooLargeError, match="200 = 60000 pixels"):
+        decode_request("image/png", png_bytes(big), max_image_pixels=50_000)
+    with pytest.raises(PayloadTooLargeError):
+        decode_request("application/x-npy", npy(big), max_image_pixels=50_000)
+    body = json.dumps({"instances": [big.tolist()]}).encode()
+    with pytest.raises(PayloadTooLargeError):
+        decode_request("application/json", body, max_image_pixels=50_000)
+
+
+def test_too_many_images_in_one_request() -> None:
+    batch = np.zeros((MAX_IMAGES_PER_REQUEST + 1, 1, 1, 3), np.uint8)
+    with pytest.raises(PayloadTooLargeError, match="limit is"):
+        decode_request("application/x-npy", npy(batch), max_image_pixels=LIMIT)
+
+
+def test_messages_never_quote_file_names() -> None:
+    body, content_type = multipart([b"broken"])
+    with pytest.raises(InvalidInputError) as caught:
+        decode_request(content_type, body.replace(b"p0.png", b"10253_idx5_x1.png"), max_image_pixels=LIMIT)
+    assert "10253" not in str(caught.value)
+    assert "file part 0" in str(caught.value)

@@ -1,0 +1,91 @@
+"""Files written for an analysis: heatmap, overlay, maps, JSON and the one-page report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcd.slides import (
+    AnalysisOptions,
+    ArraySlideReader,
+    analyze_file,
+    analyze_slide,
+    colorize,
+    heatmap_image,
+    load_truth,
+)
+from tests.slides.conftest import darkness_predict
+
+
+@pytest.fixture
+def slide_file(tmp_path: Path, slide_image: np.ndarray) -> Path:
+    path = tmp_path / "slide.png"
+    Image.fromarray(slide_image).save(path, dpi=(6350, 6350))
+    return path
+
+
+def test_colour_scale_runs_blue_to_red() -> None:
+    low, middle, high = colorize(np.array([0.0, 0.5, 1.0]))
+    assert low[2] > low[0] and high[0] > high[2]
+    assert tuple(middle) == (255, 255, 191)
+
+
+def test_analyze_file_writes_every_output(
+    tmp_path: Path, slide_file: Path, truth_map: np.ndarray
+) -> None:
+    out = tmp_path / "out"
+    report = analyze_file(
+        slide_file, darkness_predict, out, truth=truth_map, model={"endpoint": "test"}
+    )
+    names = {path.name for path in out.iterdir()}
+    assert names == {
+        "report.json", "report.pdf", "report.png", "heatmap.png", "overlay.png",
+        "thumbnail.jpg", "probabilities.npy", "comparison.png", "truth.npy",
+    }  # fmt: skip
+    assert not any(name.startswith(".") for name in names)  # no temporary leftovers
+    written = json.loads((out / "report.json").read_text())
+    assert written == json.loads(json.dumps(report))
+    assert written["source"]["filename"] == "slide.png" and len(written["source"]["sha256"]) == 64
+    assert written["slide"]["mpp_source"] == "file"
+    assert written["ground_truth"]["auc"] == 1.0
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    probabilities = np.load(out / "probabilities.npy", allow_pickle=False)
+    assert probabilities.shape == (12, 16)
+    overlay = Image.open(out / "overlay.png")
+    thumbnail = Image.open(out / "thumbnail.jpg")
+    assert overlay.mode == "RGBA" and overlay.size == thumbnail.size
+    alpha = np.asarray(overlay)[..., 3]
+    assert alpha[0, 0] == 0 and alpha[250, 350] == 255  # glass clear, tissue coloured
+    red, _, blue = np.asarray(overlay)[300, 350, :3].astype(int)  # inside the tumour
+    assert red > blue
+    page = Image.open(out / "report.png")
+    assert page.size == (1240, 1754)
+
+
+def test_heatmap_has_a_legend_beside_the_slide(slide_image: np.ndarray) -> None:
+    analysis = analyze_slide(ArraySlideReader(slide_image, mpp=4.0), darkness_predict)
+    heatmap = heatmap_image(analysis)
+    assert heatmap.width > analysis.thumbnail.shape[1] + 100
+    legend = np.asarray(heatmap)[:, analysis.thumbnail.shape[1] + 10 :]
+    assert len(np.unique(legend.reshape(-1, 3), axis=0)) > 50  # a colour bar, not blank
+
+
+def test_without_truth_no_comparison(tmp_path: Path, slide_file: Path) -> None:
+    analyze_file(slide_file, darkness_predict, tmp_path / "out", options=AnalysisOptions(top_k=3))
+    assert not (tmp_path / "out" / "comparison.png").exists()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["ground_truth"] is None and len(report["top_tiles"]) == 3
+
+
+def test_truth_loads_from_npy_and_png(tmp_path: Path, truth_map: np.ndarray) -> None:
+    np.save(tmp_path / "truth.npy", truth_map)
+    grey = np.choose(truth_map + 1, [0, 128, 255]).astype(np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "truth.png")
+    np.testing.assert_array_equal(load_truth(tmp_path / "truth.npy"), truth_map)
+    np.testing.assert_array_equal(load_truth((tmp_path / "truth.png").read_bytes()), truth_map)
+    with pytest.raises(Exception, match="ground truth"):
+        load_truth(b"garbage")
