@@ -24,6 +24,10 @@ class Settings(BaseSettings):
             ``home/artifacts``. ``s3://bucket/prefix`` needs ``bcd[s3]``.
         dataset_root: fsspec URL under which imported datasets live; default
             ``home/datasets``.
+        job_stop_grace_s: Seconds a stopping training job gets between SIGTERM
+            and SIGKILL (``BCD_JOB_STOP_GRACE_S``).
+        job_sample_interval_s: Seconds between instance metric samples of a
+            running training job (``BCD_JOB_SAMPLE_INTERVAL_S``).
     """
 
     model_config = SettingsConfigDict(env_prefix="BCD_", env_file=".env", extra="ignore")

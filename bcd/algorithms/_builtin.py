@@ -203,9 +203,7 @@ class BuiltinAlgorithm(Algorithm):
         specific: Hyperparameters added to :data:`COMMON_HYPERPARAMETERS`.
     """
 
-    def __init__(
-        self, name: str, description: str, specific: tuple[Hyperparameter, ...]
-    ) -> None:
+    def __init__(self, name: str, description: str, specific: tuple[Hyperparameter, ...]) -> None:
         self.name = name
         self.description = description
         self._hyperparameters = COMMON_HYPERPARAMETERS + specific

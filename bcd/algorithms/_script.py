@@ -19,6 +19,10 @@ from bcd.algorithms._base import Algorithm
 from bcd.algorithms._hyperparameters import Hyperparameter, RawValue
 from bcd.errors import InvalidInputError
 
+#: Hyperparameters SageMaker reserves for itself (``sagemaker_program``, …); like
+#: SageMaker's training toolkit, bcd does not pass them to the script.
+RESERVED_PREFIX = "sagemaker_"
+
 _HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
 
@@ -92,7 +96,8 @@ def script_command(
 
     Args:
         entry_point: The script, relative to ``source_dir`` when that is given.
-        hyperparameters: Passed as ``--name value`` in the given order.
+        hyperparameters: Passed as ``--name value`` in the given order, except
+            SageMaker's reserved ``sagemaker_*`` ones.
         source_dir: Folder holding the script (and whatever it imports). The
             engine runs the process with this folder on ``PYTHONPATH``.
 
@@ -129,7 +134,8 @@ def script_command(
     values = SCRIPT.validate_hyperparameters(dict(hyperparameters or {}))
     argv = [sys.executable, "-u", str(script)]
     for name, value in values.items():
-        argv += [f"--{name}", value]
+        if not name.startswith(RESERVED_PREFIX):
+            argv += [f"--{name}", value]
     return argv
 
 
@@ -170,7 +176,9 @@ def validate_metric_definitions(
         try:
             groups = re.compile(regex).groups
         except re.error as error:
-            raise InvalidInputError(f"metric {name!r}: Regex {regex!r} is invalid: {error}") from None
+            raise InvalidInputError(
+                f"metric {name!r}: Regex {regex!r} is invalid: {error}"
+            ) from None
         if groups < 1:
             raise InvalidInputError(
                 f"metric {name!r}: Regex {regex!r} needs a capturing group around the value, "

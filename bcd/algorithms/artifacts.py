@@ -211,7 +211,7 @@ def load_model(model_dir: str | Path, map_location: str = "cpu") -> nn.Module:
         raise InvalidInputError(
             f"{str(folder)!r} is not a bcd model folder: {error.filename} is missing"
         ) from None
-    except Exception as error:  # noqa: BLE001 - one clear message for any unreadable file
+    except Exception as error:
         raise InvalidInputError(f"cannot read the model in {str(folder)!r}: {error}") from None
     hyperparameters = dict(description["hyperparameters"])
     hyperparameters["use_pretrained_model"] = False

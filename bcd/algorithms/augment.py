@@ -57,8 +57,7 @@ class BatchAugmenter:
         """
         if self.augmentation_type == "none":
             return center_crop(images, self.image_size)
-        images = random_crop(images, self.image_size, PAD, self.generator)
-        return random_dihedral(images, self.generator)
+        return random_crop(images, self.image_size, PAD, self.generator, dihedral=True)
 
     def photometric(self, images: torch.Tensor) -> torch.Tensor:
         """Colour jitter and affine warp on float images in [0, 255].
@@ -95,8 +94,8 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
     shift = (mean / std).view(1, -1, 1, 1)
     # Batches arrive as views of NHWC memory; convolutions are fastest on NCHW.
-    images = images.contiguous(memory_format=torch.contiguous_format)
-    return images.float() * scale - shift
+    images = images.to(torch.float32, memory_format=torch.contiguous_format)
+    return torch.addcmul(-shift, images, scale)
 
 
 def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -107,31 +106,53 @@ def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def random_crop(
-    images: torch.Tensor, size: tuple[int, int], pad: int, generator: torch.Generator | None
+    images: torch.Tensor,
+    size: tuple[int, int],
+    pad: int,
+    generator: torch.Generator | None,
+    dihedral: bool = False,
 ) -> torch.Tensor:
     """Per-image random crops of ``size`` from reflect-padded images.
 
-    Indexing maps each output pixel straight to its reflected source pixel, so
-    no padded copy is made and uint8 stays uint8.
+    One gather does it all: each output pixel's index is mapped through the
+    optional flips/transpose and the reflection, so no padded or flipped copy
+    is made and uint8 stays uint8.
 
     Args:
         images: (N, C, H, W).
         size: (h, w) of the output; at most (H + 2·pad, W + 2·pad).
         pad: Reflection padding on every side.
         generator: Randomness.
+        dihedral: Also apply a random flip/transpose (one of the 8 symmetries
+            of a square; flips only when ``h != w``).
 
     Returns:
         (N, C, h, w).
     """
-    count, _, height, width = images.shape
+    count, channels, height, width = images.shape
     device = images.device
-    top = torch.randint(0, height + 2 * pad - size[0] + 1, (count, 1), generator=generator)
-    left = torch.randint(0, width + 2 * pad - size[1] + 1, (count, 1), generator=generator)
-    rows = _reflect(top.to(device) + torch.arange(size[0], device=device) - pad, height)  # (N, h)
-    cols = _reflect(left.to(device) + torch.arange(size[1], device=device) - pad, width)  # (N, w)
-    batch = torch.arange(count, device=device).view(count, 1, 1)
-    cropped = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N,h,w,C)
-    return cropped.permute(0, 3, 1, 2)
+    out_h, out_w = size
+    top = torch.randint(0, height + 2 * pad - out_h + 1, (count, 1), generator=generator)
+    left = torch.randint(0, width + 2 * pad - out_w + 1, (count, 1), generator=generator)
+    steps_h, steps_w = torch.arange(out_h).view(1, -1), torch.arange(out_w).view(1, -1)
+    transpose = torch.zeros(count, dtype=torch.bool)
+    if dihedral:
+        flips = torch.rand(count, 3, generator=generator) < 0.5  # (N, 3)
+        steps_h = torch.where(flips[:, :1], out_h - 1 - steps_h, steps_h)  # (N, h)
+        steps_w = torch.where(flips[:, 1:2], out_w - 1 - steps_w, steps_w)  # (N, w)
+        if out_h == out_w:
+            transpose = flips[:, 2]
+    # Source row offset and column of each output row/column, per image.
+    row_offsets = _reflect(top + steps_h - pad, height) * width  # (N, h)
+    source_cols = _reflect(left + steps_w - pad, width)  # (N, w)
+    base = (torch.arange(count) * (height * width)).view(-1, 1, 1)
+    straight = base + row_offsets[:, :, None] + source_cols[:, None, :]  # (N, h, w)
+    if bool(transpose.any()):
+        swapped = base + row_offsets[:, None, :] + source_cols[:, :, None]  # (N, h, w)
+        straight = torch.where(transpose.view(-1, 1, 1), swapped, straight)
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N·H·W, C)
+    cropped = pixels.index_select(0, straight.view(-1).to(device))  # (N·h·w, C)
+    return cropped.view(count, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 def _reflect(index: torch.Tensor, length: int) -> torch.Tensor:
@@ -150,17 +171,17 @@ def random_dihedral(images: torch.Tensor, generator: torch.Generator | None) -> 
     Returns:
         (N, C, H, W).
     """
-    count = images.shape[0]
-    flips = torch.rand(count, 3, generator=generator).to(images.device) < 0.5  # (N, 3)
-    images = torch.where(flips[:, 0].view(-1, 1, 1, 1), images.flip(3), images)
-    images = torch.where(flips[:, 1].view(-1, 1, 1, 1), images.flip(2), images)
-    if images.shape[2] == images.shape[3]:
-        images = torch.where(flips[:, 2].view(-1, 1, 1, 1), images.transpose(2, 3), images)
-    return images
+    return random_crop(images, tuple(images.shape[-2:]), 0, generator, dihedral=True)
+
+
+_GRAY = (0.299, 0.587, 0.114)
 
 
 def color_jitter(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Brightness, contrast, saturation (±20 %) and stain gain (±5 %) per image.
+
+    All four are linear in the pixel, so they fold into one 3×3 colour matrix
+    and offset per image, applied with a single batched matrix product.
 
     Args:
         images: (N, 3, H, W) float in [0, 255].
@@ -169,18 +190,24 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator | None) -> tor
     Returns:
         (N, 3, H, W) float in [0, 255].
     """
-    count = images.shape[0]
+    count, channels, height, width = images.shape
     factors = 1.0 + 0.4 * (torch.rand(count, 3, generator=generator) - 0.5)  # (N, 3)
     gains = 1.0 + 0.1 * (torch.rand(count, 3, generator=generator) - 0.5)  # (N, 3)
-    factors, gains = factors.to(images.device), gains.to(images.device)
-    brightness, contrast, saturation = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
-    images = images * brightness * gains.view(count, 3, 1, 1)
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
-    gray = (images * weights).sum(dim=1, keepdim=True)  # (N, 1, H, W)
-    images = gray + (images - gray) * saturation
-    mean = gray.mean(dim=(2, 3), keepdim=True)  # (N, 1, 1, 1)
-    images = mean + (images - mean) * contrast
-    return images.clamp_(0.0, 255.0)
+    brightness, contrast, saturation = factors[:, 0], factors[:, 1], factors[:, 2]
+    weights = torch.tensor(_GRAY)  # (3,)
+    scale = torch.diag_embed(brightness[:, None] * gains)  # (N, 3, 3): brightness and stain
+    # Saturation blends each pixel with its grey value: s·I + (1 − s)·1·wᵀ.
+    blend = saturation.view(-1, 1, 1) * torch.eye(3) + (1 - saturation).view(-1, 1, 1) * (
+        torch.ones(3, 1) @ weights.view(1, 3)
+    )
+    matrix = contrast.view(-1, 1, 1) * blend @ scale  # (N, 3, 3)
+    # Contrast pulls towards the mean grey level, which saturation leaves unchanged.
+    channel_means = images.mean(dim=(2, 3)).cpu()  # (N, 3)
+    mean_gray = ((channel_means * brightness[:, None] * gains) * weights).sum(dim=1)  # (N,)
+    offset = ((1 - contrast) * mean_gray).view(-1, 1, 1)  # (N, 1, 1)
+    flat = images.reshape(count, channels, height * width)  # (N, 3, HW)
+    mixed = torch.baddbmm(offset.to(images.device), matrix.to(images.device), flat)
+    return mixed.view(count, channels, height, width).clamp_(0.0, 255.0)
 
 
 def random_affine(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -92,13 +92,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets one clear message
+    except Exception as error:
         raise InvalidInputError(
             f"checkpoint {str(path)!r} is corrupt or unreadable ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no detail'}); delete it to "
             "resume from an older checkpoint or to start over"
         ) from None
-    if not isinstance(state, dict) or not REQUIRED_KEYS <= set(state):
+    if not isinstance(state, dict) or not set(state) >= REQUIRED_KEYS:
         missing = sorted(REQUIRED_KEYS - set(state)) if isinstance(state, dict) else "all"
         raise InvalidInputError(
             f"checkpoint {str(path)!r} is not a bcd training checkpoint (missing {missing}); "

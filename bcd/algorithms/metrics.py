@@ -118,9 +118,7 @@ def classification_metrics(
 
 def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     """Mean per-class recall over the classes present in ``labels``."""
-    recalls = [
-        float((predictions[labels == cls] == cls).mean()) for cls in np.unique(labels)
-    ]
+    recalls = [float((predictions[labels == cls] == cls).mean()) for cls in np.unique(labels)]
     return float(np.mean(recalls)) if recalls else math.nan
 
 

@@ -146,7 +146,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets one clear message
+    except Exception as error:
         raise InvalidInputError(
             f"cannot read pretrained weights {str(path)!r}: {error}. It must be a torch "
             "state dict saved with torch.save (loaded with weights_only=True)"
@@ -166,9 +166,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     expected = {key for key in own if not key.startswith("fc.")}
     missing = sorted(expected - set(kept))
     unexpected = sorted(set(kept) - expected)
-    mismatched = sorted(
-        key for key in expected & set(kept) if kept[key].shape != own[key].shape
-    )
+    mismatched = sorted(key for key in expected & set(kept) if kept[key].shape != own[key].shape)
     if missing or unexpected or mismatched:
         raise InvalidInputError(
             f"pretrained weights {str(path)!r} do not fit this ResNet: "

@@ -74,9 +74,15 @@ class StopRequest:
         self.signal_name = ""
 
     def install(self) -> None:
-        """Route SIGTERM and SIGINT to :meth:`handle`."""
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGINT, self.handle)
+        """Route SIGTERM and SIGINT to :meth:`handle` (until :meth:`uninstall`)."""
+        self._previous = {
+            signum: signal.signal(signum, self.handle) for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def uninstall(self) -> None:
+        """Put back the handlers that were there before :meth:`install`."""
+        for signum, handler in getattr(self, "_previous", {}).items():
+            signal.signal(signum, handler)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """Signal handler: remember the request, let the loop stop cleanly."""
@@ -154,9 +160,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[BuiltinAlgorithm, dict[str, An
     return algorithm, algorithm.validate_hyperparameters(raw)
 
 
-def setup(
-    algorithm: str, hyperparameters: dict[str, Any], environment: TrainingEnvironment
-) -> Job:
+def setup(algorithm: str, hyperparameters: dict[str, Any], environment: TrainingEnvironment) -> Job:
     """Open the channels, build the model, optimiser and loss, join the group.
 
     Raises:
@@ -329,7 +333,9 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
         }
         timing = {"train:throughput": result.throughput, "train:epoch_seconds": result.seconds}
         if job.selection.update(epoch, metrics) and environment.is_primary:
-            job.best_state = {k: v.detach().cpu().clone() for k, v in job.model.state_dict().items()}
+            job.best_state = {
+                k: v.detach().cpu().clone() for k, v in job.model.state_dict().items()
+            }
         job.history.append({"epoch": epoch, **metrics, **timing})
         if environment.is_primary:
             emit_metrics(epoch, {**metrics, **timing}, sys.stdout)
@@ -349,7 +355,9 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
         if epoch % frequency == 0 or last:
             checkpoint(job)
         if job.selection.should_stop(epoch):
-            logger.info("early stopping after epoch %d (best epoch %d)", epoch, job.selection.best_epoch)
+            logger.info(
+                "early stopping after epoch %d (best epoch %d)", epoch, job.selection.best_epoch
+            )
             return False
         if stop.agreed():
             return True
@@ -446,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         return 2
     finally:
+        stop.uninstall()
         _leave_process_group()
 
 

@@ -65,7 +65,9 @@ def make_optimizer(
             momentum=momentum,
             weight_decay=decay,
         )
-    raise InvalidInputError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    raise InvalidInputError(
+        f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}"
+    )
 
 
 def learning_rate_at(epoch: int, hyperparameters: Mapping[str, Any]) -> float:
@@ -178,8 +180,10 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            weight = weights[labels].sum() if weights is not None else labels.new_tensor(
-                labels.numel(), dtype=torch.float64
+            weight = (
+                weights[labels].sum()
+                if weights is not None
+                else labels.new_tensor(labels.numel(), dtype=torch.float64)
             )
             totals += torch.stack(
                 [
@@ -260,9 +264,7 @@ def evaluate(
         torch.cat(labels_seen) if labels_seen else torch.zeros(0, dtype=torch.long, device=device),
     )
     probs, nll, labels = _gather_padded(*local, world_size=world_size)
-    weights = (
-        class_weight.to(device)[labels] if class_weight is not None else torch.ones_like(nll)
-    )
+    weights = class_weight.to(device)[labels] if class_weight is not None else torch.ones_like(nll)
     loss = float((weights * nll).sum() / weights.sum()) if labels.numel() else math.nan
     labels_np = labels.cpu().numpy()
     probabilities_np = probs.cpu().double().numpy()

@@ -39,7 +39,9 @@ def _progress() -> Progress:
 def _split_spec(split: str, seed: int, split_file: Path | None, by_patch: bool) -> Any:
     from bcd.data import SplitSpec, parse_fractions
 
-    return SplitSpec(parse_fractions(split), seed, str(split_file) if split_file else None, by_patch)
+    return SplitSpec(
+        parse_fractions(split), seed, str(split_file) if split_file else None, by_patch
+    )
 
 
 def _splits_table(splits: dict[str, Any], title: str = "splits") -> Table:
@@ -51,7 +53,12 @@ def _splits_table(splits: dict[str, Any], title: str = "splits") -> Table:
         no_idc, idc = int(counts.get("0", 0)), int(counts.get("1", 0))
         share = idc / max(1, no_idc + idc)
         table.add_row(
-            split, str(info["patches"]), str(info["patients"]), str(no_idc), str(idc), f"{share:.1%}"
+            split,
+            str(info["patches"]),
+            str(info["patients"]),
+            str(no_idc),
+            str(idc),
+            f"{share:.1%}",
         )
     return table
 
@@ -87,18 +94,20 @@ def import_command(
             workers=workers,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+    counts = result.class_counts
+    rate = result.files / max(result.seconds, 1e-9)
     summary = Table(title=f"dataset {result.name}", show_header=False)
     for key, value in (
         ("files", result.files),
         ("imported patches", result.imported),
         ("patients", result.patients),
-        ("no IDC (0) / IDC (1)", f"{result.class_counts.get('0', 0)} / {result.class_counts.get('1', 0)}"),
+        ("no IDC (0) / IDC (1)", f"{counts.get('0', 0)} / {counts.get('1', 0)}"),
         ("padded (smaller than 50x50)", result.padded),
         ("skipped (--on-small skip)", len(result.skipped)),
         ("duplicates", result.duplicates),
         ("rejected", len(result.rejected)),
         ("fingerprint", result.fingerprint),
-        ("seconds", f"{result.seconds:.1f} ({result.files / max(result.seconds, 1e-9):.0f} files/s)"),
+        ("seconds", f"{result.seconds:.1f} ({rate:.0f} files/s)"),
     ):  # fmt: skip
         summary.add_row(key, str(value))
     console.print(summary)

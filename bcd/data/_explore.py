@@ -54,11 +54,11 @@ def dataset_stats(name: str, settings: Settings | None = None) -> dict[str, Any]
     per_patient: dict[str, Counter[int]] = {}
     for patient, label in zip(columns["patient_id"], columns["label"], strict=True):
         per_patient.setdefault(patient, Counter())[int(label)] += 1
-    sizes = Counter(
-        f"{w}x{h}" for w, h in zip(columns["width"], columns["height"], strict=True)
-    )
+    sizes = Counter(f"{w}x{h}" for w, h in zip(columns["width"], columns["height"], strict=True))
     basis = "train" if "train" in splits else "all"
-    mean, std = (open_split(name, basis, settings) if basis != "all" else everything).channel_stats()
+    mean, std = (
+        open_split(name, basis, settings) if basis != "all" else everything
+    ).channel_stats()
     return {
         "name": name,
         "fingerprint": record.fingerprint,
@@ -87,7 +87,7 @@ def _counts(split: PackedSplit) -> dict[str, Any]:
     counts = split.class_counts()
     return {
         "patches": len(split),
-        "patients": int(len(np.unique(split.patient_ids))),
+        "patients": len(np.unique(split.patient_ids)),
         "class_counts": {str(label): counts.get(label, 0) for label in (0, 1)},
     }
 

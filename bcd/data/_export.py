@@ -33,7 +33,7 @@ def export_dataset(
     """Write a dataset's splits as PNG files at their original size.
 
     ``imagefolder``: ``OUT/<split>/<label>/<patient>_idx5_x<X>_y<Y>_class<C>.png``.
-    ``lst``: ``OUT/images/<split>/<patient>/<file>.png`` plus ``OUT/<split>.lst``
+    ``lst``: ``OUT/images/<split>/<patient>/<label>/<file>.png`` plus ``OUT/<split>.lst``
     (``index<TAB>label<TAB>path``, paths relative to ``OUT``), readable back with
     :func:`bcd.data.open_channel` (``OUT/train.lst``).
 
@@ -81,7 +81,7 @@ def export_dataset(
                 if format == "imagefolder":
                     relative = f"{split}/{label}/{file_name}"
                 else:
-                    relative = f"images/{split}/{data.patient_ids[index]}/{file_name}"
+                    relative = f"images/{split}/{data.patient_ids[index]}/{label}/{file_name}"
                     lines.append(f"{index}\t{label}\t{relative}")
                 w, h = int(sizes["width"][index]), int(sizes["height"][index])
                 _write_png(staging / relative, np.asarray(data.images[index])[:h, :w])

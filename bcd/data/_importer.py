@@ -285,7 +285,9 @@ def _nothing_imported(report: ImportReport) -> str:
     reasons: dict[str, int] = {}
     for _path, reason in report.rejected + report.skipped:
         reasons[reason] = reasons.get(reason, 0) + 1
-    top = "; ".join(f"{count}× {reason}" for reason, count in sorted(reasons.items(), key=lambda t: -t[1])[:3])
+    top = "; ".join(
+        f"{count}× {reason}" for reason, count in sorted(reasons.items(), key=lambda t: -t[1])[:3]
+    )
     return (
         f"no IDC patch could be imported from {report.source} ({report.files} file(s) found"
         f"{': ' + top if top else ''}); expected "

@@ -65,9 +65,7 @@ def parse_patch_path(path: str) -> PatchName:
     file_name = parts[-1] if parts else ""
     match = _FILE_NAME.match(file_name)
     if match is None:
-        raise BadPatchName(
-            "name does not match <patient>_idx5_x<X>_y<Y>_class<0|1>.png"
-        )
+        raise BadPatchName("name does not match <patient>_idx5_x<X>_y<Y>_class<0|1>.png")
     patient_id = match["patient"]
     label = int(match["label"])
     if len(parts) < 3:

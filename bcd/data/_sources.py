@@ -43,7 +43,7 @@ class BaseSource(abc.ABC):
     def read(self, path: str) -> bytes:
         """The bytes of the file at ``path`` (raises ``OSError`` when unreadable)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; folders hold no handles
         """Release open handles."""
 
 

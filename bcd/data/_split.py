@@ -64,7 +64,9 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, ...]:
     if any(not math.isfinite(value) or value <= 0 for value in fractions):
         raise InvalidInputError(f"split fractions must be positive; got {fractions}")
     if abs(sum(fractions) - 1.0) > 1e-6:
-        raise InvalidInputError(f"split fractions must sum to 1; {fractions} sums to {sum(fractions):g}")
+        raise InvalidInputError(
+            f"split fractions must sum to 1; {fractions} sums to {sum(fractions):g}"
+        )
     return fractions
 
 
@@ -94,7 +96,7 @@ def patient_split(
     if len(patients) < len(names):
         raise InvalidInputError(
             f"cannot split {len(patients)} patient(s) into {len(names)} splits by patient; "
-            "import more patients or use fewer splits"
+            "import more patients, use fewer splits (e.g. 0.8,0.2), or import with --no-split"
         )
     per_patient = np.zeros((len(patients), 2), np.int64)
     np.add.at(per_patient, (inverse, np.asarray(labels, np.int64).clip(0, 1)), 1)
@@ -296,7 +298,9 @@ def stage_splits(
     info: dict[str, Any] = {"splits": {}, "config": spec.config()}
     with staging_folder(store, name) as staged:
         for split, members in indices.items():
-            meta = write_subset(everything, members, staged / split, {"dataset": name, "split": split})
+            meta = write_subset(
+                everything, members, staged / split, {"dataset": name, "split": split}
+            )
             info["splits"][split] = {
                 "patches": meta["count"],
                 "patients": meta["patients"],
@@ -342,20 +346,20 @@ def split_dataset(
     record = get_record(name, settings)
     store = dataset_store(settings)
     everything = open_location(store, f"{record.location}/all", settings)
-    with stage_splits(store, name, everything, spec) as (split_key, info):
-        with session_scope(settings) as session:
-            current = session.scalars(
-                select(DatasetRecord).where(DatasetRecord.name == name)
-            ).first()
-            if current is None or current.location != record.location:
-                raise ConflictError(
-                    f"dataset {name!r} was deleted or re-imported while splitting; split it again"
-                )
-            previous = current.split_location
-            current.split_location = split_key
-            current.splits = info["splits"]
-            current.split_config = info["config"]
-            current.updated_at = utcnow()
+    with (
+        stage_splits(store, name, everything, spec) as (split_key, info),
+        session_scope(settings) as session,
+    ):
+        current = session.scalars(select(DatasetRecord).where(DatasetRecord.name == name)).first()
+        if current is None or current.location != record.location:
+            raise ConflictError(
+                f"dataset {name!r} was deleted or re-imported while splitting; split it again"
+            )
+        previous = current.split_location
+        current.split_location = split_key
+        current.splits = info["splits"]
+        current.split_config = info["config"]
+        current.updated_at = utcnow()
     remove_folders(store, [previous])
     remove_orphans(settings, name)
     return dict(info["splits"])

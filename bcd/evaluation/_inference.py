@@ -76,7 +76,7 @@ class RuntimeScorer:
 
     def __init__(self, model_dir: Path, threads: int | None = None, batch_size: int = 256) -> None:
         require("onnxruntime", "serve")
-        from bcd.serving._runtime import ModelRuntime
+        from bcd.serving import ModelRuntime
 
         self.batch_size = batch_size
         self.runtime: Any = ModelRuntime(

@@ -152,6 +152,11 @@ class Supervisor:
         if self.stop_event.is_set() or self._stop_requested_in_store():
             self._finish_stopped(started=None)
             return
+        try:
+            command = instance_command(self.spec, self.layout.code)
+        except BcdError as error:
+            self._fail(f"ClientError: the algorithm cannot start: {error}")
+            return
         started = utcnow()
         _store.set_status(
             self.name,
@@ -178,7 +183,7 @@ class Supervisor:
             interval_s=self.sample_s,
         )
         try:
-            self._start_instances(channels, tee)
+            self._start_instances(command, channels, tee)
             sampler.start()
             self._watch(started)
         finally:
@@ -238,8 +243,7 @@ class Supervisor:
         )
         return True
 
-    def _start_instances(self, channels: dict[str, Path], tee: LogTee) -> None:
-        command = instance_command(self.spec, self.layout.code)
+    def _start_instances(self, command: list[str], channels: dict[str, Path], tee: LogTee) -> None:
         cwd = self.layout.code if self.spec.algorithm == SCRIPT_ALGORITHM else self.layout.root
         port = free_port() if self.spec.instance_count > 1 else 0
         gpus = gpu_count()

@@ -111,7 +111,6 @@ class Model:
 
         del instance_type
         endpoint_name = validate_name(endpoint_name or self.name, "endpoint name")
-        self.create()
         existing = {
             row["EndpointName"]
             for row in registry.endpoint_summaries(endpoint_name, settings=self.settings)
@@ -133,6 +132,7 @@ class Model:
                 f"endpoint {endpoint_name!r} exists already; pass update_endpoint=True to "
                 "move it to this model, or choose another endpoint_name"
             )
+        self.create()
         registry.create_endpoint_config(config_name, [variant], settings=self.settings)
         if exists:
             registry.update_endpoint(endpoint_name, config_name, settings=self.settings)

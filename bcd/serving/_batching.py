@@ -154,11 +154,19 @@ class MicroBatcher:
             # Waiting for company only pays when requests overlap; a lone
             # client would just pay max_wait on every call.
             self._concurrent = len(works) > 1 or carry is not None
-            self._run(replica, works)
+            try:
+                self._run(replica, works)
+            except Exception:  # a worker must outlive any one batch
+                logger.exception("a batch of %d requests failed", len(works))
             if stop:
                 return
 
     def _run(self, replica: int, works: list[_Work]) -> None:
+        # Skip work whose caller gave up (timeout, disconnect); the rest can
+        # no longer be cancelled, so setting their results cannot fail.
+        works = [work for work in works if work.future.set_running_or_notify_cancel()]
+        if not works:
+            return
         batch = works[0].batch if len(works) == 1 else np.concatenate([w.batch for w in works])
         started = time.perf_counter()
         try:

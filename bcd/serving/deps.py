@@ -11,9 +11,10 @@ import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.requests import ClientDisconnect
 
 from bcd.config import Settings
-from bcd.errors import BcdTimeoutError
+from bcd.errors import BcdTimeoutError, InvalidInputError
 from bcd.serving._metrics import ServingMetrics
 from bcd.serving._router import EndpointRouter
 from bcd.serving._security import key_from_headers, read_limited
@@ -78,6 +79,8 @@ async def request_body(request: Request, settings: SettingsDep, _key: ApiKeyDep)
             return await read_limited(
                 request.stream(), request.headers.get("content-length"), settings.max_body_bytes
             )
+    except ClientDisconnect as error:
+        raise InvalidInputError("the client disconnected before sending the whole body") from error
     except TimeoutError as error:
         raise BcdTimeoutError(
             f"the request body did not arrive within {settings.request_timeout_s} s"

@@ -34,6 +34,8 @@ Progress = Callable[[int, int], None]
 _BAND_BYTES = 48 * 1024**2
 _MASK_PIXELS_PER_TILE = 4
 _MAX_MASK_SIZE = 8192
+_MIN_THUMBNAIL = 1024
+_THUMBNAIL_PIXELS_PER_TILE = 16
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class AnalysisOptions:
         tissue_threshold: Saturation threshold (0-255); ``None`` = Otsu per slide.
         batch_size: Tiles per ``predict`` call.
         top_k: How many of the most suspicious tiles to report.
-        thumbnail_size: Longest side of the thumbnail kept for the heatmap.
+        thumbnail_size: Longest side of the thumbnail kept for the heatmap (at
+            most; small slides get 16 pixels per tile, and no less than 1024).
     """
 
     stride: int = TILE_SIZE
@@ -75,6 +78,14 @@ class AnalysisOptions:
             InvalidInputError: For any value out of range.
         """
         checks = [
+            (
+                1 <= self.stride <= 10 * TILE_SIZE,
+                f"stride {self.stride} must be between 1 and {10 * TILE_SIZE} pixels",
+            ),
+            (
+                self.mpp is None or 0 < self.mpp < 100,
+                f"mpp {self.mpp} is not a plausible resolution (0 < mpp < 100 µm/px)",
+            ),
             (0.0 <= self.threshold <= 1.0, f"threshold {self.threshold} must be in [0, 1]"),
             (
                 0.0 <= self.min_tissue_fraction <= 1.0,
@@ -158,7 +169,12 @@ def analyze_slide(
     options = (options or AnalysisOptions()).validate()
     started = time.perf_counter()
     grid = plan_grid(reader, stride=options.stride, mpp=options.mpp, target_mpp=options.model_mpp)
-    thumbnail, thumbnail_downsample = reader.thumbnail(options.thumbnail_size)
+    # A few pixels per tile are plenty for the heatmap; small slides get small thumbnails.
+    thumbnail_size = min(
+        options.thumbnail_size,
+        max(_MIN_THUMBNAIL, _THUMBNAIL_PIXELS_PER_TILE * max(grid.rows, grid.cols)),
+    )
+    thumbnail, thumbnail_downsample = reader.thumbnail(thumbnail_size)
     thumbnail_saturation = saturation(thumbnail)
     threshold = (
         options.tissue_threshold

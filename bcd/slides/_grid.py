@@ -114,10 +114,13 @@ def plan_grid(
     if mpp is not None and not 0 < mpp < 100:
         raise InvalidInputError(f"mpp {mpp} is not a plausible resolution (0 < mpp < 100 µm/px)")
     notes: list[str] = []
-    slide_mpp = mpp or reader.mpp
+    slide_mpp: float
     if mpp is not None:
+        slide_mpp = mpp
         notes.append(f"Resolution given by the user: {mpp:.3f} µm/px.")
-    elif slide_mpp is None:
+    elif reader.mpp is not None:
+        slide_mpp = reader.mpp
+    else:
         slide_mpp = target_mpp
         notes.append(
             f"The file records no microns-per-pixel; assumed {target_mpp:g} µm/px "

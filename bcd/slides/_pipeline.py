@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bcd.errors import NotFoundError
 from bcd.slides._analysis import AnalysisOptions, Predict, Progress, analyze_slide
 from bcd.slides._outputs import write_outputs
 from bcd.slides._summary import build_report
@@ -58,6 +59,8 @@ def analyze_file(
     Raises:
         BcdError: Subclasses for unreadable slides, bad options or truth.
     """
+    if not Path(path).is_file():
+        raise NotFoundError(f"slide file {str(path)!r} does not exist")
     source = file_facts(path, filename)
     with open_slide(path) as reader:
         analysis = analyze_slide(reader, predict, options, progress)

@@ -26,7 +26,9 @@ _NUCLEI_PER_PATCH = {0: 3.0, 1: 11.0}
 _YY, _XX = np.mgrid[0:PATCH, 0:PATCH]
 
 
-def synthetic_patch(label: int, rng: np.random.Generator, stain_shift: np.ndarray | None = None) -> np.ndarray:
+def synthetic_patch(
+    label: int, rng: np.random.Generator, stain_shift: np.ndarray | None = None
+) -> np.ndarray:
     """One 50×50 RGB uint8 patch: IDC (1) is darker, more purple and crowded with nuclei.
 
     Args:
@@ -97,7 +99,7 @@ def make_synthetic_tree(
         # IDC where the cell is among the nearest to a random centre.
         centre = rng.uniform(0, side, 2)
         distance = np.hypot(cells[:, 0] - centre[0], cells[:, 1] - centre[1])
-        n_idc = int(round(rng.uniform(*idc_fraction) * patches_per_patient))
+        n_idc = round(rng.uniform(*idc_fraction) * patches_per_patient)
         labels = np.zeros(patches_per_patient, np.int64)
         labels[np.argsort(distance, kind="stable")[:n_idc]] = 1
         for index, (column, row) in enumerate(cells):
@@ -163,7 +165,9 @@ def zip_tree(tree: str | Path, archive: str | Path, prefix: str = "IDC_regular_p
     return archive
 
 
-def copy_real_patients(source_tree: str | Path, root: str | Path, patient_ids: Iterable[str]) -> Path:
+def copy_real_patients(
+    source_tree: str | Path, root: str | Path, patient_ids: Iterable[str]
+) -> Path:
     """Copy some patients of a real IDC tree (e.g. ``../shared/data``) into ``root``.
 
     Returns:
@@ -214,6 +218,4 @@ def make_synthetic_dataset(
             small_patches=small_patches,
         )
         spec = None if split is None else SplitSpec(tuple(split), seed)
-        return import_dataset(
-            tree, name, settings=settings, replace=replace, split=spec, workers=0
-        )
+        return import_dataset(tree, name, settings=settings, replace=replace, split=spec, workers=0)

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 from bcd.config import Settings
-from bcd.data import SplitSpec, describe_dataset, import_dataset, list_datasets, open_split
-from bcd.data import _catalog
+from bcd.data import (
+    SplitSpec,
+    _catalog,
+    describe_dataset,
+    import_dataset,
+    list_datasets,
+    open_split,
+)
 from bcd.testing import make_synthetic_tree
 
 # Runs an import (or split) in a child process and stalls at a chosen point,
@@ -61,7 +67,16 @@ def big_tree(tmp_path: Path) -> Path:
 
 def _kill_at(phase: str, tree: Path, name: str, marker: Path, replace: bool = False) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(tree), name, phase, str(marker), "1" if replace else "0"],
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(tree),
+            name,
+            phase,
+            str(marker),
+            "1" if replace else "0",
+        ],
         env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

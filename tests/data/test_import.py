@@ -175,7 +175,9 @@ def test_same_position_with_other_content_is_rejected(tree: Path) -> None:
     first = sorted((tree / patient / "0").glob("*.png"))[0]
     clash = tree / "copy" / patient / "0" / first.name
     clash.parent.mkdir(parents=True)
-    clash.write_bytes((tree / patient / "0" / sorted((tree / patient / "0").glob("*.png"))[1].name).read_bytes())
+    clash.write_bytes(
+        (tree / patient / "0" / sorted((tree / patient / "0").glob("*.png"))[1].name).read_bytes()
+    )
     report = import_dataset(tree, "clash", split=None)
     assert report.imported == 160
     assert report.rejected == [
@@ -194,5 +196,7 @@ def test_pool_and_in_process_imports_agree(tree: Path, settings: Settings) -> No
 
 def test_report_is_stored_beside_the_data(imported: ImportReport, settings: Settings) -> None:
     location = describe_dataset("syn")["location"]
-    stored = json.loads((Path(settings.resolved_dataset_root) / location / "import-report.json").read_text())
+    stored = json.loads(
+        (Path(settings.resolved_dataset_root) / location / "import-report.json").read_text()
+    )
     assert stored["imported"] == 160 and stored["splits"].keys() == {"train", "validation", "test"}

@@ -34,8 +34,16 @@ def test_valid_paths_parse(path: str) -> None:
         ("8863/x/8863_idx5_x1001_y1501_class1.png", "not 0 or 1"),
         ("9999/1/8863_idx5_x1001_y1501_class1.png", "patient folder"),
     ],
-    ids=["no-pattern", "class-2", "jpg", "non-numeric-x", "no-folders", "label-folder",
-         "odd-label-folder", "patient-folder"],  # fmt: skip
+    ids=[
+        "no-pattern",
+        "class-2",
+        "jpg",
+        "non-numeric-x",
+        "no-folders",
+        "label-folder",
+        "odd-label-folder",
+        "patient-folder",
+    ],
 )
 def test_bad_paths_give_a_reason(path: str, reason: str) -> None:
     with pytest.raises(BadPatchName, match=reason):
@@ -50,8 +58,12 @@ def test_file_name_round_trips() -> None:
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [(".DS_Store", True), ("__MACOSX/8863/1/x.png", True), ("8863/.hidden/a.png", True),
-     ("8863/1/8863_idx5_x1_y1_class1.png", False)],  # fmt: skip
+    [
+        (".DS_Store", True),
+        ("__MACOSX/8863/1/x.png", True),
+        ("8863/.hidden/a.png", True),
+        ("8863/1/8863_idx5_x1_y1_class1.png", False),
+    ],
 )
 def test_clutter_is_recognised(path: str, expected: bool) -> None:
     assert is_ignorable(path) is expected

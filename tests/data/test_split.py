@@ -81,8 +81,14 @@ def test_overlap_is_caught() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("0.7,0.2", "sum to 1"), ("1", "needs 2"), ("a,b", "not a list of numbers"),
-     ("0.5,0.5,0,0", "needs 2"), ("1.2,-0.2", "positive"), ("nan,0.5", "positive")],  # fmt: skip
+    [
+        ("0.7,0.2", "sum to 1"),
+        ("1", "needs 2"),
+        ("a,b", "not a list of numbers"),
+        ("0.5,0.5,0,0", "needs 2"),
+        ("1.2,-0.2", "positive"),
+        ("nan,0.5", "positive"),
+    ],
 )
 def test_bad_fractions_are_refused(text: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
@@ -105,7 +111,9 @@ def test_resplit_replaces_the_old_splits(imported: ImportReport) -> None:
 
 
 @pytest.mark.parametrize("kind", ["json", "csv"])
-def test_split_file_reproduces_explicit_lists(imported: ImportReport, tmp_path: Path, kind: str) -> None:
+def test_split_file_reproduces_explicit_lists(
+    imported: ImportReport, tmp_path: Path, kind: str
+) -> None:
     patients = sorted(_patients("all"))
     wanted = {"train": patients[:4], "validation": patients[4:6], "test": patients[6:]}
     path = tmp_path / f"split.{kind}"

@@ -19,7 +19,7 @@ from bcd.evaluation import (
     folder_patches,
     point_metrics,
 )
-from bcd.serving._runtime import ModelRuntime
+from bcd.serving import ModelRuntime
 
 
 def _runtime_probabilities(model_dir: Path, images: np.ndarray, tta: bool = False) -> np.ndarray:

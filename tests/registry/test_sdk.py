@@ -105,8 +105,10 @@ def test_deploy_to_an_existing_endpoint(tiny: Path, tmp_path: Path, settings: Se
     second = write_tiny_model(tmp_path / "second", bias=(0.0, 20.0))
     with pytest.raises(ConflictError, match="update_endpoint=True"):
         Model(str(second), name="second", settings=settings).deploy(endpoint_name="ep")
-    # The model was registered by the refused call; deploy it by name.
-    Model(name="second", settings=settings).deploy(endpoint_name="ep", update_endpoint=True)
+    assert [m["ModelName"] for m in registry.list_models(settings=settings)] == ["first"]
+    Model(str(second), name="second", settings=settings).deploy(
+        endpoint_name="ep", update_endpoint=True
+    )
     described = registry.describe_endpoint("ep", settings=settings)
     assert described["Version"] == 2
     assert described["ProductionVariants"][0]["ModelName"] == "second"

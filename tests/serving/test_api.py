@@ -21,7 +21,9 @@ PURPLE = np.full((50, 50, 3), (110, 50, 140), np.uint8)
 
 
 def raw(client: TestClient, path: str, body: bytes, **headers: str):  # type: ignore[no-untyped-def]
-    return client.post(path, content=body, headers={"Content-Type": "application/x-image", **headers})
+    return client.post(
+        path, content=body, headers={"Content-Type": "application/x-image", **headers}
+    )
 
 
 def assert_error(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
@@ -31,7 +33,9 @@ def assert_error(response, status: int, code: str) -> None:  # type: ignore[no-u
     assert error["code"] == code and error["message"]
 
 
-def test_predict_real_patches_of_both_classes(client: TestClient, idc_png: bytes, no_idc_png: bytes) -> None:
+def test_predict_real_patches_of_both_classes(
+    client: TestClient, idc_png: bytes, no_idc_png: bytes
+) -> None:
     idc = raw(client, "/predict-breast-cancer", idc_png)
     assert idc.status_code == 200
     document = idc.json()
@@ -58,16 +62,22 @@ def test_batches_in_every_body_format(client: TestClient) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.stack([PALE, PURPLE, PALE]))
     npy = client.post(
-        "/endpoints/ep/invocations", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
+        "/endpoints/ep/invocations",
+        content=buffer.getvalue(),
+        headers={"Content-Type": "application/x-npy"},
     ).json()
     assert [p["predicted_class"] for p in npy["predictions"]] == [0, 1, 0]
     assert "message" not in npy  # top-level fields only for a single image
 
-    files = [("files", (f"{i}.png", png_bytes(a), "image/png")) for i, a in enumerate([PURPLE, PALE])]
+    files = [
+        ("files", (f"{i}.png", png_bytes(a), "image/png")) for i, a in enumerate([PURPLE, PALE])
+    ]
     multipart = client.post("/endpoints/ep/invocations", files=files).json()
     assert [p["predicted_class"] for p in multipart["predictions"]] == [1, 0]
 
-    instances = client.post("/endpoints/ep/invocations", json={"instances": [PURPLE.tolist()]}).json()
+    instances = client.post(
+        "/endpoints/ep/invocations", json={"instances": [PURPLE.tolist()]}
+    ).json()
     assert instances["predicted_class"] == 1
 
     encoded = [base64.b64encode(png_bytes(a)).decode() for a in (PALE, PURPLE)]
@@ -89,19 +99,33 @@ def test_text_plain_for_a_batch_has_one_line_per_image(client: TestClient) -> No
 def test_tta_flag_is_accepted(client: TestClient) -> None:
     response = raw(client, "/endpoints/ep/invocations?tta=true", png_bytes(PURPLE))
     assert response.status_code == 200
-    assert_error(raw(client, "/endpoints/ep/invocations?tta=maybe", png_bytes(PURPLE)), 400, "invalid_input")
+    assert_error(
+        raw(client, "/endpoints/ep/invocations?tta=maybe", png_bytes(PURPLE)), 400, "invalid_input"
+    )
 
 
 def test_error_statuses(client: TestClient, idc_png: bytes) -> None:
-    assert_error(client.post("/predict-breast-cancer", content=b"a,b", headers={"Content-Type": "text/csv"}), 415, "unsupported_media_type")
-    assert_error(raw(client, "/predict-breast-cancer", b"\x89PNG\r\n\x1a\n broken"), 400, "invalid_input")
+    assert_error(
+        client.post("/predict-breast-cancer", content=b"a,b", headers={"Content-Type": "text/csv"}),
+        415,
+        "unsupported_media_type",
+    )
+    assert_error(
+        raw(client, "/predict-breast-cancer", b"\x89PNG\r\n\x1a\n broken"), 400, "invalid_input"
+    )
     assert_error(raw(client, "/endpoints/missing/invocations", idc_png), 404, "not_found")
-    assert_error(raw(client, "/endpoints/ep/invocations", idc_png, **{"X-Target-Variant": "nope"}), 404, "unknown_variant")
+    assert_error(
+        raw(client, "/endpoints/ep/invocations", idc_png, **{"X-Target-Variant": "nope"}),
+        404,
+        "unknown_variant",
+    )
     assert_error(client.get("/no-such-route"), 404, "not_found")
     assert_error(client.put("/predict-breast-cancer"), 405, "method_not_allowed")
 
 
-def test_body_limit_is_enforced_while_streaming(make_client: Callable[..., TestClient], serving_settings: Settings) -> None:
+def test_body_limit_is_enforced_while_streaming(
+    make_client: Callable[..., TestClient], serving_settings: Settings
+) -> None:
     client = make_client(serving_settings.model_copy(update={"max_body_bytes": 1000}))
     assert_error(raw(client, "/predict-breast-cancer", b"x" * 1001), 413, "payload_too_large")
 
@@ -109,7 +133,9 @@ def test_body_limit_is_enforced_while_streaming(make_client: Callable[..., TestC
         for _ in range(100):
             yield b"y" * 100
 
-    response = client.post("/predict-breast-cancer", content=chunks(), headers={"Content-Type": "image/png"})
+    response = client.post(
+        "/predict-breast-cancer", content=chunks(), headers={"Content-Type": "image/png"}
+    )
     assert_error(response, 413, "payload_too_large")
 
 
@@ -163,7 +189,11 @@ def test_invocations_are_flushed_to_the_registry(
 
 
 @pytest.fixture
-def keyed(make_client: Callable[..., TestClient], serving_settings: Settings, source: InMemoryEndpointSource) -> TestClient:
+def keyed(
+    make_client: Callable[..., TestClient],
+    serving_settings: Settings,
+    source: InMemoryEndpointSource,
+) -> TestClient:
     source.add_api_key("good-key")
     source.add_api_key("old-key")
     source.revoke_api_key("old-key")
@@ -174,10 +204,23 @@ def test_keys_are_required_off_loopback(keyed: TestClient) -> None:
     body = png_bytes(PALE)
     assert_error(raw(keyed, "/predict-breast-cancer", body), 401, "unauthenticated")
     assert raw(keyed, "/predict-breast-cancer", body).headers["WWW-Authenticate"] == "Bearer"
-    assert_error(raw(keyed, "/predict-breast-cancer", body, Authorization="Bearer wrong"), 401, "unauthenticated")
-    assert_error(raw(keyed, "/predict-breast-cancer", body, **{"X-API-Key": "old-key"}), 403, "permission_denied")
-    assert raw(keyed, "/predict-breast-cancer", body, Authorization="Bearer good-key").status_code == 200
-    assert raw(keyed, "/predict-breast-cancer", body, **{"X-API-Key": "good-key"}).status_code == 200
+    assert_error(
+        raw(keyed, "/predict-breast-cancer", body, Authorization="Bearer wrong"),
+        401,
+        "unauthenticated",
+    )
+    assert_error(
+        raw(keyed, "/predict-breast-cancer", body, **{"X-API-Key": "old-key"}),
+        403,
+        "permission_denied",
+    )
+    assert (
+        raw(keyed, "/predict-breast-cancer", body, Authorization="Bearer good-key").status_code
+        == 200
+    )
+    assert (
+        raw(keyed, "/predict-breast-cancer", body, **{"X-API-Key": "good-key"}).status_code == 200
+    )
     assert_error(keyed.get("/endpoints"), 401, "unauthenticated")
     assert keyed.get("/healthz").status_code == 200
 
@@ -187,15 +230,24 @@ def test_require_api_key_setting_overrides_the_host(
 ) -> None:
     local = make_client(serving_settings.model_copy(update={"require_api_key": True}))
     assert_error(raw(local, "/predict-breast-cancer", png_bytes(PALE)), 401, "unauthenticated")
-    public = make_client(serving_settings.model_copy(update={"host": "0.0.0.0", "require_api_key": False}))
+    public = make_client(
+        serving_settings.model_copy(update={"host": "0.0.0.0", "require_api_key": False})
+    )
     assert raw(public, "/predict-breast-cancer", png_bytes(PALE)).status_code == 200
 
 
-def test_cors_is_off_unless_configured(make_client: Callable[..., TestClient], serving_settings: Settings) -> None:
+def test_cors_is_off_unless_configured(
+    make_client: Callable[..., TestClient], serving_settings: Settings
+) -> None:
     preflight = {"Origin": "https://lab.example", "Access-Control-Request-Method": "POST"}
     closed = make_client()
-    assert "access-control-allow-origin" not in closed.options("/predict-breast-cancer", headers=preflight).headers
-    opened = make_client(serving_settings.model_copy(update={"cors_origins": ["https://lab.example"]}))
+    assert (
+        "access-control-allow-origin"
+        not in closed.options("/predict-breast-cancer", headers=preflight).headers
+    )
+    opened = make_client(
+        serving_settings.model_copy(update={"cors_origins": ["https://lab.example"]})
+    )
     response = opened.options("/predict-breast-cancer", headers=preflight)
     assert response.headers["access-control-allow-origin"] == "https://lab.example"
 
@@ -204,14 +256,21 @@ def test_openapi_documents_bodies_and_examples(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     operation = spec["paths"]["/predict-breast-cancer"]["post"]
     content = operation["requestBody"]["content"]
-    assert {"application/x-image", "application/json", "multipart/form-data", "application/x-npy"} <= set(content)
+    assert {
+        "application/x-image",
+        "application/json",
+        "multipart/form-data",
+        "application/x-npy",
+    } <= set(content)
     assert "examples" in content["application/json"]
     assert {"200", "400", "413", "415", "503"} <= set(operation["responses"])
     assert "/endpoints/{name}/invocations" in spec["paths"]
     assert client.get("/docs").status_code == 200
 
 
-def test_unexpected_errors_are_generic_500s(client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_errors_are_generic_500s(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     service = client.app.state.service  # type: ignore[attr-defined]
 
     async def explode(*_args: object, **_kwargs: object) -> None:
@@ -238,7 +297,9 @@ def test_web_files_are_served_at_root_when_present(
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_logs_hold_no_image_bytes_or_file_names(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_hold_no_image_bytes_or_file_names(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG", logger="bcd")
     body = png_bytes(PURPLE)
     files = [("files", ("10253_idx5_x1_y1_class1.png", b"broken", "image/png"))]

@@ -27,7 +27,12 @@ runner = CliRunner()
 @pytest.fixture
 def deployed(settings: Settings, tiny_model: Path):  # type: ignore[no-untyped-def]
     registry.create_model("tiny", model_data=str(tiny_model), settings=settings)
-    variant = {"VariantName": "main", "ModelName": "tiny", "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}
+    variant = {
+        "VariantName": "main",
+        "ModelName": "tiny",
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
     registry.create_endpoint_config("cfg", [variant], settings=settings)
     registry.create_endpoint("ep", "cfg", settings=settings)
     yield settings
@@ -46,8 +51,12 @@ def patches(tmp_path: Path) -> list[Path]:
     return [*paths, batch]
 
 
-def test_predict_in_process_prints_a_verdict_per_image(deployed: Settings, patches: list[Path]) -> None:
-    result = runner.invoke(build_app(), ["predict", *map(str, patches), "--endpoint", "ep", "--json"])
+def test_predict_in_process_prints_a_verdict_per_image(
+    deployed: Settings, patches: list[Path]
+) -> None:
+    result = runner.invoke(
+        build_app(), ["predict", *map(str, patches), "--endpoint", "ep", "--json"]
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.strip().splitlines()]
     assert len(rows) == 4
@@ -88,7 +97,9 @@ def test_serve_bundled_binds_the_default_endpoint(monkeypatch: pytest.MonkeyPatc
     assert seen["app"].state.settings.default_endpoint == "x"  # type: ignore[attr-defined]
 
 
-def test_bcd_serve_process_answers_and_stops_cleanly(deployed: Settings, patches: list[Path]) -> None:
+def test_bcd_serve_process_answers_and_stops_cleanly(
+    deployed: Settings, patches: list[Path]
+) -> None:
     port = _free_port()
     env = {**os.environ, "BCD_HOME": str(deployed.home), "BCD_DEFAULT_ENDPOINT": "ep"}
     bcd_bin = Path(sys.executable).with_name("bcd")
@@ -114,7 +125,15 @@ def test_bcd_serve_process_answers_and_stops_cleanly(deployed: Settings, patches
             )
             assert response.text == "Cancer detected"
             result = runner.invoke(
-                build_app(), ["predict", str(patches[1]), "--url", f"http://127.0.0.1:{port}", "--endpoint", "ep"]
+                build_app(),
+                [
+                    "predict",
+                    str(patches[1]),
+                    "--url",
+                    f"http://127.0.0.1:{port}",
+                    "--endpoint",
+                    "ep",
+                ],
             )
             assert result.exit_code == 0 and "Cancer not detected" in result.output
     finally:

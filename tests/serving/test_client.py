@@ -28,12 +28,19 @@ PALE = png_bytes(np.full((50, 50, 3), 235, np.uint8))
 
 
 @pytest.fixture
-def deployed(settings: Settings, never_idc_model: Path, always_idc_model: Path) -> Iterator[Settings]:
+def deployed(
+    settings: Settings, never_idc_model: Path, always_idc_model: Path
+) -> Iterator[Settings]:
     """Endpoint ``ep`` on the real registry: variant ``no`` (never IDC) only."""
     registry.create_model("never", model_data=str(never_idc_model), settings=settings)
     registry.create_model("always", model_data=str(always_idc_model), settings=settings)
     for config, model in (("cfg-never", "never"), ("cfg-always", "always")):
-        variant = {"VariantName": model, "ModelName": model, "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}
+        variant = {
+            "VariantName": model,
+            "ModelName": model,
+            "InitialInstanceCount": 1,
+            "InitialVariantWeight": 1.0,
+        }
         registry.create_endpoint_config(config, [variant], settings=settings)
     registry.create_endpoint("ep", "cfg-never", settings=settings)
     yield settings
@@ -46,7 +53,9 @@ def answer(response: dict[str, object]) -> dict[str, object]:
 
 def test_in_process_invoke_follows_updates(deployed: Settings) -> None:
     client = bcd.runtime_client(settings=deployed)
-    response = client.invoke_endpoint(EndpointName="ep", ContentType="application/x-image", Body=PURPLE)
+    response = client.invoke_endpoint(
+        EndpointName="ep", ContentType="application/x-image", Body=PURPLE
+    )
     assert response["ContentType"] == "application/json"
     assert response["InvokedProductionVariant"] == "never"
     assert answer(response)["predicted_class"] == 0
@@ -57,7 +66,9 @@ def test_in_process_invoke_follows_updates(deployed: Settings) -> None:
     assert response["InvokedProductionVariant"] == "always"
     assert answer(response)["predicted_class"] == 1
 
-    text = client.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=PALE, Accept="text/plain")
+    text = client.invoke_endpoint(
+        EndpointName="ep", ContentType="image/png", Body=PALE, Accept="text/plain"
+    )
     assert text["Body"].read() == b"Cancer detected"
     with pytest.raises(NotFoundError):
         client.invoke_endpoint(EndpointName="nope", ContentType="image/png", Body=PALE)
@@ -79,13 +90,17 @@ def test_http_invoke_and_errors_come_back_typed(deployed: Settings, live_server)
     url = live_server(app)
     assert app.state.router.wait_ready(10)
     client = bcd.runtime_client(settings=deployed, endpoint_url=url)
-    response = client.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=PURPLE, TTA=True)
+    response = client.invoke_endpoint(
+        EndpointName="ep", ContentType="image/png", Body=PURPLE, TTA=True
+    )
     assert response["InvokedProductionVariant"] == "never"
     assert answer(response)["predicted_class"] == 0
     with pytest.raises(NotFoundError, match="does not exist"):
         client.invoke_endpoint(EndpointName="nope", ContentType="image/png", Body=PURPLE)
     with pytest.raises(UnknownVariantError):
-        client.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=PURPLE, TargetVariant="x")
+        client.invoke_endpoint(
+            EndpointName="ep", ContentType="image/png", Body=PURPLE, TargetVariant="x"
+        )
     with pytest.raises(UnsupportedMediaTypeError):
         client.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=b"x")
 

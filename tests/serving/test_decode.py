@@ -36,9 +36,8 @@ def multipart(files: list[bytes], fields: dict[str, str] | None = None) -> tuple
     boundary = "xYzBoundary123"
     chunks = []
     for name, value in (fields or {}).items():
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        disposition = f'Content-Disposition: form-data; name="{name}"'
+        chunks.append(f"--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode())
     for index, data in enumerate(files):
         chunks.append(
             (
@@ -213,6 +212,8 @@ def test_too_many_images_in_one_request() -> None:
 def test_messages_never_quote_file_names() -> None:
     body, content_type = multipart([b"broken"])
     with pytest.raises(InvalidInputError) as caught:
-        decode_request(content_type, body.replace(b"p0.png", b"10253_idx5_x1.png"), max_image_pixels=LIMIT)
+        decode_request(
+            content_type, body.replace(b"p0.png", b"10253_idx5_x1.png"), max_image_pixels=LIMIT
+        )
     assert "10253" not in str(caught.value)
     assert "file part 0" in str(caught.value)

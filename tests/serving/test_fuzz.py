@@ -53,7 +53,9 @@ def random_json(depth: int = 0) -> object:
         return [random_json(depth + 1) for _ in range(int(rng.integers(0, 4)))]
     if choice == 5:
         keys = ["instances", "image", "images", "b64", "x"]
-        return {str(rng.choice(keys)): random_json(depth + 1) for _ in range(int(rng.integers(1, 3)))}
+        return {
+            str(rng.choice(keys)): random_json(depth + 1) for _ in range(int(rng.integers(1, 3)))
+        }
     return [[[random_json(depth + 3) for _ in range(3)]]]
 
 
@@ -64,7 +66,9 @@ def assert_refused(response) -> None:  # type: ignore[no-untyped-def]
 
 
 def post(client: TestClient, body: bytes, content_type: str):  # type: ignore[no-untyped-def]
-    return client.post("/endpoints/ep/invocations", content=body, headers={"Content-Type": content_type})
+    return client.post(
+        "/endpoints/ep/invocations", content=body, headers={"Content-Type": content_type}
+    )
 
 
 def test_random_bytes_under_every_content_type(client: TestClient) -> None:
@@ -88,9 +92,17 @@ def test_truncated_and_corrupted_pngs(client: TestClient, idc_png: bytes) -> Non
 
 @pytest.mark.parametrize(
     "width,height,status",
-    [(100_000, 100_000, 413), (2**31 - 1, 2**31 - 1, 413), (0, 0, 400), (50, 50, 400), (4096, 4097, 413)],
+    [
+        (100_000, 100_000, 413),
+        (2**31 - 1, 2**31 - 1, 413),
+        (0, 0, 400),
+        (50, 50, 400),
+        (4096, 4097, 413),
+    ],
 )
-def test_declared_dimensions_without_pixels(client: TestClient, width: int, height: int, status: int) -> None:
+def test_declared_dimensions_without_pixels(
+    client: TestClient, width: int, height: int, status: int
+) -> None:
     response = post(client, png_with_header(width, height, b"\x00\x00\x00\x00IDAT"), "image/png")
     assert response.status_code == status, response.text
 
@@ -157,9 +169,16 @@ def test_npy_with_truncated_or_padded_data(client: TestClient) -> None:
 def test_multipart_edge_cases(client: TestClient) -> None:
     good = png_bytes(np.full((50, 50, 3), 200, np.uint8))
     cases = [
-        (b"--fuzz\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n" + good, "unterminated"),
+        (
+            b'--fuzz\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n' + good,
+            "unterminated",
+        ),
         (b"--fuzz\r\n\r\n\r\n--fuzz--\r\n", "no headers"),
-        (b"--fuzz\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n\r\n--fuzz--\r\n", "empty file"),
+        (
+            b'--fuzz\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n'
+            b"\r\n--fuzz--\r\n",
+            "empty file",
+        ),
         (b"--other\r\n\r\nx\r\n--other--\r\n", "wrong boundary"),
     ]
     for body, _label in cases:

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from bcd.config import Settings
 from bcd.serving import EndpointSpec, InMemoryEndpointSource, VariantSpec, create_app
 import bcd.cli.serve, bcd.client
-spec = EndpointSpec("ep", "InService", "cfg", 1, (VariantSpec("A", "m", Path({str(tiny_model)!r})),))
+variant = VariantSpec("A", "m", Path({str(tiny_model)!r}))
+spec = EndpointSpec("ep", "InService", "cfg", 1, (variant,))
 app = create_app(Settings(home=Path({str(tmp_path)!r}), default_endpoint="ep"),
                  source=InMemoryEndpointSource([spec]))
 with TestClient(app) as client:
@@ -32,5 +33,7 @@ with TestClient(app) as client:
 assert "torch" not in sys.modules, "serving imported torch"
 assert "onnxruntime" in sys.modules
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

@@ -72,31 +72,36 @@ def test_target_variant_pins_and_unknown_variant_is_refused(
             router.choose(endpoint, "C")
 
 
-def test_unknown_creating_and_failed_endpoints(router_factory, tiny_model: Path, tmp_path: Path) -> None:
+def test_unknown_creating_and_failed_endpoints(
+    router_factory, tiny_model: Path, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     creating = endpoint_spec("new", [("A", tiny_model, 1.0)])
     creating = type(creating)(**{**creating.__dict__, "status": "Creating"})
     source = InMemoryEndpointSource(
-        [endpoint_spec("ok", [("A", tiny_model, 1.0)]), endpoint_spec("bad", [("A", broken, 1.0)]), creating]
+        [
+            endpoint_spec("ok", [("A", tiny_model, 1.0)]),
+            endpoint_spec("bad", [("A", broken, 1.0)]),
+            creating,
+        ]
     )
     router = router_factory(source)
     assert router.ready
-    with pytest.raises(NotFoundError, match="does not exist"):
-        with router.use("nope"):
-            pass
-    with pytest.raises(NotReadyError, match="Creating"):
-        with router.use("new"):
-            pass
-    with pytest.raises(NotReadyError, match="failed to load: no model.json"):
-        with router.use("bad"):
-            pass
+    with pytest.raises(NotFoundError, match="does not exist"), router.use("nope"):
+        pass
+    with pytest.raises(NotReadyError, match="Creating"), router.use("new"):
+        pass
+    with pytest.raises(NotReadyError, match=r"failed to load: no model\.json"), router.use("bad"):
+        pass
     described = {item["EndpointName"]: item for item in router.describe()}
     assert described["ok"]["Serving"] and not described["bad"]["Serving"]
     assert "model.json" in described["bad"]["FailureReason"]
 
 
-def test_failed_update_keeps_the_old_version_serving(router_factory, tiny_model: Path, tmp_path: Path) -> None:
+def test_failed_update_keeps_the_old_version_serving(
+    router_factory, tiny_model: Path, tmp_path: Path
+) -> None:
     source = InMemoryEndpointSource([endpoint_spec("ep", [("A", tiny_model, 1.0)])])
     router = router_factory(source)
     source.put(endpoint_spec("ep", [("A", tmp_path / "missing", 1.0)], version=2))
@@ -112,22 +117,23 @@ def test_delete_retires_the_endpoint(router_factory, tiny_model: Path) -> None:
         runtime = endpoint.variants["A"].runtime
     source.delete("ep")
     wait_for(lambda: not router.has("ep"))
-    with pytest.raises(NotFoundError):
-        with router.use("ep"):
-            pass
+    with pytest.raises(NotFoundError), router.use("ep"):
+        pass
     wait_for(lambda: runtime._batcher._closed)
     assert not router.ready
 
 
 def test_only_serves_the_named_endpoints(router_factory, tiny_model: Path) -> None:
     source = InMemoryEndpointSource(
-        [endpoint_spec("one", [("A", tiny_model, 1.0)]), endpoint_spec("two", [("A", tiny_model, 1.0)])]
+        [
+            endpoint_spec("one", [("A", tiny_model, 1.0)]),
+            endpoint_spec("two", [("A", tiny_model, 1.0)]),
+        ]
     )
     router = router_factory(source, only={"two"})
     assert router.has("two") and not router.has("one")
-    with pytest.raises(NotFoundError, match="does not serve"):
-        with router.use("one"):
-            pass
+    with pytest.raises(NotFoundError, match="does not serve"), router.use("one"):
+        pass
 
 
 def test_update_under_load_loses_no_request(
@@ -152,7 +158,9 @@ def test_update_under_load_loses_no_request(
                     content=body,
                     headers={"Content-Type": "application/x-image"},
                 )
-                answer = response.json().get("predicted_class") if response.status_code == 200 else None
+                answer = (
+                    response.json().get("predicted_class") if response.status_code == 200 else None
+                )
                 with lock:
                     outcomes.append((response.status_code, answer, number))
 

@@ -32,7 +32,11 @@ def test_small_patches_are_padded_bottom_right_large_ones_centre_cropped(tiny_mo
     small = np.zeros((30, 40, 3), np.uint8)
     fitted = preprocess.fit(small)
     assert fitted.shape == (50, 50, 3)
-    assert (fitted[:30, :40] == 0).all() and (fitted[30:] == 255).all() and (fitted[:, 40:] == 255).all()
+    assert (
+        (fitted[:30, :40] == 0).all()
+        and (fitted[30:] == 255).all()
+        and (fitted[:, 40:] == 255).all()
+    )
     large = np.zeros((60, 70, 3), np.uint8)
     large[5:55, 10:60] = 7
     assert (preprocess.fit(large) == 7).all()
@@ -47,7 +51,9 @@ def test_dihedral_views_are_the_eight_symmetries() -> None:
     np.testing.assert_array_equal(views[:2], batch)
     assert dihedral_views(rng.standard_normal((1, 3, 4, 6)).astype(np.float32)).shape[0] == 4
     probabilities = np.arange(16 * 2, dtype=np.float64).reshape(16, 2)
-    np.testing.assert_allclose(average_views(probabilities, 8), probabilities.reshape(8, 2, 2).mean(0))
+    np.testing.assert_allclose(
+        average_views(probabilities, 8), probabilities.reshape(8, 2, 2).mean(0)
+    )
 
 
 def test_predictions_match_a_bare_session_and_temperature(tmp_path: Path) -> None:
@@ -73,7 +79,9 @@ def test_tta_matches_the_mean_over_views(tiny_model: Path) -> None:
     try:
         patch = rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)
         plain = runtime.predict([patch], tta=False)
-        views = [np.rot90(patch, k) for k in range(4)] + [np.rot90(patch[:, ::-1], k) for k in range(4)]
+        views = [np.rot90(patch, k) for k in range(4)] + [
+            np.rot90(patch[:, ::-1], k) for k in range(4)
+        ]
         manual = runtime.predict([np.ascontiguousarray(v) for v in views]).mean(axis=0)
         augmented = runtime.predict([patch], tta=True)
     finally:
@@ -106,7 +114,9 @@ def test_replicas_split_the_cores(tiny_model: Path) -> None:
 
 def test_concurrent_single_requests_share_inference_calls(tiny_model: Path) -> None:
     sizes: list[int] = []
-    runtime = ModelRuntime(tiny_model, threads=1, max_wait_ms=20, on_batch=lambda n, s: sizes.append(n))
+    runtime = ModelRuntime(
+        tiny_model, threads=1, max_wait_ms=20, on_batch=lambda n, s: sizes.append(n)
+    )
     patches = [rng.integers(0, 256, (50, 50, 3), dtype=np.uint8) for _ in range(32)]
     expected = runtime.predict(patches)
     sizes.clear()
@@ -136,7 +146,9 @@ def test_large_requests_are_split_into_max_batch_chunks() -> None:
     def infer(_replica: int, batch: np.ndarray) -> np.ndarray:
         return np.stack([batch[:, 0, 0, 0], -batch[:, 0, 0, 0]], axis=1)
 
-    batcher = MicroBatcher(infer, max_batch_size=8, max_wait_s=0, on_batch=lambda n, s: sizes.append(n))
+    batcher = MicroBatcher(
+        infer, max_batch_size=8, max_wait_s=0, on_batch=lambda n, s: sizes.append(n)
+    )
     batch = np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1)
     futures = batcher.submit(batch)
     result = np.concatenate([future.result(5) for future in futures])
@@ -159,15 +171,37 @@ def test_inference_errors_reach_the_caller_and_closed_batchers_refuse() -> None:
 
 
 def test_bad_model_folders_fail_at_load(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="model.json"):
+    with pytest.raises(NotFoundError, match=r"model\.json"):
         ModelRuntime(tmp_path)
     model = write_tiny_model(tmp_path / "m")
     (model / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(InvalidInputError, match="ONNX Runtime"):
         ModelRuntime(model)
     write_tiny_model(tmp_path / "n", extra={"onnx": {"file": "model.onnx", "input_name": "x"}})
-    with pytest.raises(InvalidInputError, match="model.json names 'x'"):
+    with pytest.raises(InvalidInputError, match=r"model\.json names 'x'"):
         ModelRuntime(tmp_path / "n")
-    write_tiny_model(tmp_path / "o", size=40, extra={"input": {"shape": [3, 50, 50], "mean": [0.5] * 3, "std": [0.2] * 3}})
+    write_tiny_model(
+        tmp_path / "o",
+        size=40,
+        extra={"input": {"shape": [3, 50, 50], "mean": [0.5] * 3, "std": [0.2] * 3}},
+    )
     with pytest.raises(InvalidInputError, match="takes"):
         ModelRuntime(tmp_path / "o")
+
+
+def test_cancelled_requests_do_not_stop_the_worker() -> None:
+    release = threading.Event()
+
+    def infer(_replica: int, batch: np.ndarray) -> np.ndarray:
+        release.wait(5)
+        return np.zeros((len(batch), 2))
+
+    batcher = MicroBatcher(infer, max_batch_size=1, max_wait_s=0)
+    (first,) = batcher.submit(np.zeros((1, 1, 1, 1), np.float32))
+    (second,) = batcher.submit(np.zeros((1, 1, 1, 1), np.float32))
+    assert second.cancel()  # its caller gave up while it was queued
+    release.set()
+    assert first.result(5).shape == (1, 2)
+    (third,) = batcher.submit(np.zeros((1, 1, 1, 1), np.float32))
+    assert third.result(5).shape == (1, 2)
+    batcher.close()

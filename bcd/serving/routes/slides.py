@@ -87,7 +87,7 @@ class _Upload:
         self._field = self._value = b""
         self._name = ""
         self._buffer = bytearray()
-        self._written = 0
+        self.written = 0
         self._target = ""
 
     def parser(self, boundary: bytes) -> Any:
@@ -140,8 +140,8 @@ class _Upload:
     def _data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
         if self._target == "slide":
-            self._written += len(chunk)
-            if self._written > self.limit:
+            self.written += len(chunk)
+            if self.written > self.limit:
                 raise PayloadTooLargeError(_too_large(self.limit))
             self._handle.write(chunk)
             return
@@ -197,8 +197,8 @@ async def _receive(request: Request, service: SlideAnalysisService, limit: int) 
             upload.filename = request.query_params.get("filename") or "slide"
             with open(upload.staged, "wb") as handle:
                 async for chunk in request.stream():
-                    upload._written += len(chunk)
-                    if upload._written > limit:
+                    upload.written += len(chunk)
+                    if upload.written > limit:
                         raise PayloadTooLargeError(_too_large(limit))
                     handle.write(chunk)
     except BaseException:

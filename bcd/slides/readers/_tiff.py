@@ -136,10 +136,13 @@ class _PageLevel:
         self._memmap: np.ndarray | None = None
         if page.is_contiguous and page.compression == 1 and page.is_memmappable:
             self._memmap = page.asarray(out="memmap")
-        self._segment_height, self._segment_width = (
-            (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip, self.width)
+        segment: tuple[int, int] = (
+            (int(page.tilelength), int(page.tilewidth))
+            if page.is_tiled
+            else (int(page.rowsperstrip or self.height), self.width)
         )
-        self._segment_height = min(self._segment_height or self.height, self.height)
+        self._segment_height = min(segment[0] or self.height, self.height)
+        self._segment_width = segment[1]
         self._segments_across = -(-self.width // self._segment_width)
         segment_bytes = self._segment_height * self._segment_width * max(page.samplesperpixel, 1)
         self._cache_size = max(4, cache_bytes // max(segment_bytes, 1))

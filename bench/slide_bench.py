@@ -1,0 +1,231 @@
+"""Whole-slide throughput: end to end (read, mask, infer, heatmap) vs bare inference.
+
+One run, two slides:
+
+- a real reassembled patient slide from ../shared/data (~1,000 tissue tiles);
+- a synthetic 100,000-tile slide, written as a tiled, pyramidal, zlib TIFF and
+  analysed in a child process whose peak RSS is reported (target < 2 GB).
+
+"Bare inference" scores the very same tiles, already in memory, through the
+same serving runtime (``ModelRuntime.predict``) in batches of the same size;
+the ratio end-to-end / bare is the cost of reading, tissue masking and the
+heatmap (target >= 0.7). The model is ``--model-dir`` if given, else a ``cnn``
+(``SmallCNN``) exported to ONNX with random weights (speed does not depend on
+the weights), else the tiny test model when torch is missing.
+
+    .venv/bin/python bench/slide_bench.py [--patient 8863] [--tiles 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "IDC_regular_ps50_idx5"
+BATCH = 256
+
+
+def make_model(directory: Path) -> tuple[Path, str]:
+    """A cnn with random weights (ONNX + model.json), or the tiny model without torch."""
+    from bcd.testing.models import write_tiny_model
+
+    folder = write_tiny_model(directory)  # a valid model.json to start from
+    try:
+        import torch
+
+        from bcd.algorithms.artifacts import export_onnx
+        from bcd.algorithms.models import SmallCNN
+    except ImportError:
+        return folder, "tiny mean-colour model (torch not installed)"
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    export_onnx(model, torch.zeros(2, 3, 50, 50), folder / "model.onnx")
+    spec = json.loads((folder / "model.json").read_text())
+    spec["algorithm"] = "cnn"
+    (folder / "model.json").write_text(json.dumps(spec))
+    return folder, "cnn (SmallCNN, 1.2 M parameters) exported to ONNX with random weights"
+
+
+def runtime_predict(model_dir: Path) -> Any:
+    from bcd.serving import ModelRuntime
+
+    runtime = ModelRuntime(model_dir, max_batch_size=BATCH, name="bench")
+    runtime.warm()
+    return lambda tiles: runtime.predict(list(tiles))
+
+
+def end_to_end(slide: Path, predict: Any, out: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """Open, mask, score and render the heatmap PNG; returns timings and the scored tiles' count."""
+    from bcd.slides import AnalysisOptions, analyze_slide, heatmap_image, open_slide
+
+    started = time.perf_counter()
+    with open_slide(slide) as reader:
+        analysis = analyze_slide(reader, predict, AnalysisOptions(batch_size=BATCH))
+        heatmap_image(analysis).save(out / "heatmap.png", compress_level=3)
+    seconds = time.perf_counter() - started
+    tiles = analysis.scored_tiles
+    return {
+        "tiles": tiles,
+        "seconds": round(seconds, 2),
+        "tiles_per_s": round(tiles / seconds, 1),
+        "mask_seconds": round(analysis.seconds["mask"], 2),
+    }, analysis.tissue
+
+
+def collect_tiles(slide: Path, limit: int) -> np.ndarray:
+    """The first ``limit`` tissue tiles exactly as the analysis feeds them to the model."""
+    from bcd.slides import AnalysisOptions, analyze_slide, open_slide
+
+    kept: list[np.ndarray] = []
+    count = [0]
+
+    class Enough(Exception):
+        pass
+
+    def keep(tiles: np.ndarray) -> np.ndarray:
+        room = limit - count[0]
+        kept.append(tiles[:room].copy())
+        count[0] += min(room, len(tiles))
+        if count[0] >= limit:
+            raise Enough
+        return np.full((len(tiles), 2), 0.5, dtype=np.float32)
+
+    with open_slide(slide) as reader, contextlib.suppress(Enough):
+        analyze_slide(reader, keep, AnalysisOptions(batch_size=BATCH))
+    return np.concatenate(kept)
+
+
+def bare(predict: Any, tiles: np.ndarray) -> dict[str, Any]:
+    started = time.perf_counter()
+    for start in range(0, len(tiles), BATCH):
+        predict(tiles[start : start + BATCH])
+    seconds = time.perf_counter() - started
+    return {
+        "tiles": len(tiles),
+        "seconds": round(seconds, 2),
+        "tiles_per_s": round(len(tiles) / seconds, 1),
+    }
+
+
+def write_synthetic(path: Path, tiles: int) -> tuple[int, int]:
+    """A tiled pyramidal TIFF of ``tiles`` 50 px tiles of tissue, written tile by tile."""
+    import tifffile
+
+    cols = round((tiles * 1.6) ** 0.5)
+    rows = -(-tiles // cols)
+    width, height = cols * 50, rows * 50
+    block = 256
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-12, 13, size=(block, block, 3), dtype=np.int16)
+
+    def colour(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        # Pink stroma with purple, nuclei-dense islands, as smooth fields of position.
+        field = np.sin(x / 900.0) * np.cos(y / 700.0) + 0.3 * np.sin((x + y) / 260.0)
+        tumour = (field > 0.55)[..., None]
+        return np.where(tumour, np.array([120, 60, 150]), np.array([225, 160, 205]))
+
+    def level_tiles(step: int) -> Any:
+        level_height, level_width = -(-height // step), -(-width // step)
+        for top in range(0, level_height, block):
+            for left in range(0, level_width, block):
+                y, x = np.mgrid[top : top + block, left : left + block] * step
+                pixels = colour(y, x) + (noise if step == 1 else 0)
+                yield np.clip(pixels, 0, 255).astype(np.uint8)
+
+    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+        options = {"tile": (block, block), "compression": "zlib", "compressionargs": {"level": 1}}
+        writer.write(
+            level_tiles(1), shape=(height, width, 3), dtype=np.uint8, subifds=2,
+            resolution=(10_000 / 4.0, 10_000 / 4.0), resolutionunit="CENTIMETER", **options,
+        )  # fmt: skip
+        for step in (4, 16):  # the reduced levels of a typical scanner pyramid
+            writer.write(
+                level_tiles(step), shape=(-(-height // step), -(-width // step), 3),
+                dtype=np.uint8, subfiletype=1, **options,
+            )  # fmt: skip
+    return width, height
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited on exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_synthetic(slide: Path, model_dir: Path, sample: int) -> None:
+    """Child process: end to end on the big slide, bare inference on a sample, peak RSS."""
+    predict = runtime_predict(model_dir)
+    with tempfile.TemporaryDirectory() as out:
+        result, _ = end_to_end(slide, predict, Path(out))
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["bare"] = bare(predict, collect_tiles(slide, sample))
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patient", default="8863")
+    parser.add_argument("--tiles", type=int, default=100_000)
+    parser.add_argument("--bare-sample", type=int, default=20_000)
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--run-synthetic", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_synthetic:
+        run_synthetic(args.run_synthetic, args.model_dir, args.bare_sample)
+        return
+
+    from bcd.slides import reassemble_patient, write_reassembled
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        model_dir, model_name = (
+            (args.model_dir, str(args.model_dir)) if args.model_dir else make_model(work / "model")
+        )
+        print(f"model: {model_name}")
+        predict = runtime_predict(model_dir)
+
+        paths = write_reassembled(reassemble_patient(DATA / args.patient), work / "patient")
+        patient, _ = end_to_end(paths["slide.png"], predict, work)
+        patient_bare = bare(predict, collect_tiles(paths["slide.png"], 10**9))
+        ratio = patient["tiles_per_s"] / patient_bare["tiles_per_s"]
+        print(f"patient {args.patient}: {patient['tiles']} tiles")
+        print(f"  end to end {patient['tiles_per_s']} tiles/s in {patient['seconds']} s")
+        print(f"  (tissue mask {patient['mask_seconds']} s)")
+        print(f"  bare inference {patient_bare['tiles_per_s']} tiles/s; ratio {ratio:.2f}")
+
+        started = time.perf_counter()
+        big = work / "synthetic.tif"
+        width, height = write_synthetic(big, args.tiles)
+        print(
+            f"synthetic slide: {width}x{height} px, {big.stat().st_size / 1e6:.0f} MB TIFF "
+            f"(written in {time.perf_counter() - started:.0f} s)"
+        )
+        child = subprocess.run(
+            [sys.executable, __file__, "--run-synthetic", str(big), "--model-dir", str(model_dir),
+             "--bare-sample", str(args.bare_sample)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        synthetic = json.loads(child.stdout.strip().splitlines()[-1])
+        ratio = synthetic["tiles_per_s"] / synthetic["bare"]["tiles_per_s"]
+        bare_part = synthetic["bare"]
+        print(f"synthetic: {synthetic['tiles']} tiles")
+        print(f"  end to end {synthetic['tiles_per_s']} tiles/s in {synthetic['seconds']} s")
+        print(f"  (tissue mask {synthetic['mask_seconds']} s)")
+        print(f"  bare inference {bare_part['tiles_per_s']} tiles/s on {bare_part['tiles']} tiles")
+        print(f"  ratio {ratio:.2f}; peak RSS {synthetic['peak_rss_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()

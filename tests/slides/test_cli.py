@@ -1,0 +1,68 @@
+"""``bcd slide from-patches`` and ``bcd slide analyze`` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bcd.cli.main import build_app, exit_code_for
+from bcd.errors import BcdError
+from bcd.testing.models import write_tiny_model
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(build_app(), list(args))
+    if isinstance(result.exception, BcdError):
+        return exit_code_for(result.exception), result.exception.message
+    return result.exit_code, result.output
+
+
+def test_from_patches_then_analyze(shared_data: Path, tmp_path: Path) -> None:
+    model = write_tiny_model(tmp_path / "model")
+    code, output = _run(
+        "slide", "from-patches", str(shared_data / "12933"), "--out", str(tmp_path / "s")
+    )
+    assert code == 0, output
+    assert (tmp_path / "s" / "slide.png").is_file() and "next: bcd slide analyze" in output
+    out = tmp_path / "analysis"
+    code, output = _run(
+        "slide", "analyze", str(tmp_path / "s" / "slide.png"), "--model-dir", str(model),
+        "--truth", str(tmp_path / "s" / "truth.npy"), "--out", str(out), "--top-k", "4",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "against ground truth" in output
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["top_tiles"]) == 4 and report["ground_truth"]["auc"] is not None
+    assert (out / "report.pdf").is_file() and (out / "heatmap.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["slide", "analyze", "/etc/hostname", "--model-dir", "x", "--out", "o"],
+            2,
+            "not an image",
+        ),
+        (
+            ["slide", "analyze", "missing.png", "--model-dir", "x", "--out", "o"],
+            4,
+            "does not exist",
+        ),
+        (["slide", "from-patches", "nowhere", "--out", "o"], 4, "does not exist"),
+    ],
+    ids=["not-an-image", "missing-slide", "missing-folder"],
+)
+def test_bad_input_exits_with_a_message(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    model = write_tiny_model(tmp_path / "x")
+    args = [
+        str(model) if value == "x" else str(tmp_path / value) if value == "o" else value
+        for value in args
+    ]
+    exit_code, output = _run(*args)
+    assert exit_code == code and message in output
