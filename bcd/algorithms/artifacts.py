@@ -43,7 +43,7 @@ def class_names(num_classes: int) -> list[str]:
     return [f"class {index}" for index in range(num_classes)]
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(temporary)`` then rename the temporary file to ``path``."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

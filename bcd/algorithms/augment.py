@@ -171,7 +171,8 @@ def random_dihedral(images: torch.Tensor, generator: torch.Generator | None) -> 
     Returns:
         (N, C, H, W).
     """
-    return random_crop(images, tuple(images.shape[-2:]), 0, generator, dihedral=True)
+    height, width = images.shape[-2:]
+    return random_crop(images, (height, width), 0, generator, dihedral=True)
 
 
 _GRAY = (0.299, 0.587, 0.114)

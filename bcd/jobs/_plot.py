@@ -8,11 +8,13 @@ from bcd.config import Settings
 from bcd.errors import InvalidInputError
 from bcd.jobs import _store
 
-# Panels: the metrics drawn together, by their name after the "train:"/"validation:" prefix.
+# Panels: the metrics drawn together on one axis (same unit).
 _PANELS = (
     ("loss", ("train:loss", "validation:loss")),
     ("accuracy", ("train:accuracy", "validation:accuracy")),
     ("validation", ("validation:auc", "validation:bac", "validation:f1")),
+    ("throughput (images/s)", ("train:throughput",)),
+    ("epoch time (s)", ("train:epoch_seconds",)),
 )
 
 
@@ -38,6 +40,7 @@ def plot_training_curves(name: str, out: Path, settings: Settings) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     record = _store.get_job(name, settings)
     names = _store.metric_names(name, settings, source="algorithm")
@@ -51,14 +54,19 @@ def plot_training_curves(name: str, out: Path, settings: Settings) -> Path:
     others = [metric for metric in names if metric not in known]
     if others:
         panels.append(("other metrics", others))
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for axis, (title, metrics) in zip(axes[0], panels, strict=True):
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    for axis, (title, metrics) in zip(axes.flat, panels, strict=False):
         for metric in metrics:
             series = _store.metric_series(name, metric, settings)
             with_epochs = all(point.epoch is not None for point in series)
             xs = [point.epoch if with_epochs else point.step for point in series]
             axis.plot(xs, [point.value for point in series], marker="o", markersize=3, label=metric)
             axis.set_xlabel("epoch" if with_epochs else "step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -24,6 +24,7 @@ from bcd.slides._patches import (
 from bcd.slides._pipeline import analyze_file, file_facts
 from bcd.slides._regions import label_regions, largest_region, top_tiles
 from bcd.slides._render import colorize, comparison_image, heatmap_image
+from bcd.slides._service import PredictorFactory, SlideAnalysisService
 from bcd.slides._summary import build_report, truth_for_grid, truth_metrics
 from bcd.slides._tissue import otsu_threshold, saturation, tissue_mask, tissue_threshold
 from bcd.slides.readers import (
@@ -45,9 +46,11 @@ __all__ = [
     "OpenSlideReader",
     "PillowSlideReader",
     "Predict",
+    "PredictorFactory",
     "Progress",
     "ReassembledSlide",
     "SlideAnalysis",
+    "SlideAnalysisService",
     "TiffSlideReader",
     "TileGrid",
     "analyze_file",

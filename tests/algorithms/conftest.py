@@ -64,9 +64,7 @@ def contract_env(
 
 
 @pytest.fixture
-def contract(
-    tmp_path: Path, channels: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def contract(tmp_path: Path, channels: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
     """Set the contract env in this process (for in-process ``main``); returns the job root."""
     for name in list(os.environ):
         if name.startswith("SM_") or name in ("BCD_CHECKPOINT_DIR", "RANK", "WORLD_SIZE"):

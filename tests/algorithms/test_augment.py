@@ -68,12 +68,14 @@ def test_augmenter_none_is_a_center_crop_and_others_keep_size(batch: torch.Tenso
         assert geometric.dtype == torch.uint8 and geometric.shape == batch.shape
         photometric = augmenter.photometric(geometric.float())
         assert photometric.shape == batch.shape
-        assert 0 <= float(photometric.min()) and float(photometric.max()) <= 255
+        assert float(photometric.min()) >= 0 and float(photometric.max()) <= 255
 
 
 def test_augmenter_is_reproducible_from_its_seed(batch: torch.Tensor) -> None:
     def run() -> torch.Tensor:
-        augmenter = BatchAugmenter("crop_color_transform", (20, 20), torch.Generator().manual_seed(5))
+        augmenter = BatchAugmenter(
+            "crop_color_transform", (20, 20), torch.Generator().manual_seed(5)
+        )
         return augmenter.photometric(augmenter.geometric(batch).float())
 
     assert torch.equal(run(), run())

@@ -45,7 +45,9 @@ def test_f1_is_zero_without_positives() -> None:
 
 def test_classification_metrics_from_probabilities() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
-    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]])
+    probabilities = np.array(
+        [[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]]
+    )
     result = classification_metrics(labels, probabilities, loss=0.5)
     assert result["loss"] == 0.5
     assert result["accuracy"] == pytest.approx(4 / 6)

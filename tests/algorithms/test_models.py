@@ -24,9 +24,7 @@ def test_resnet_depths_return_logits(num_layers: int) -> None:
         assert model(torch.randn(2, 3, 50, 50)).shape == (2, 2)
 
 
-@pytest.mark.parametrize(
-    ("stem", "stage4_side"), [("compact", 4), ("full", 7), ("imagenet", 2)]
-)
+@pytest.mark.parametrize(("stem", "stage4_side"), [("compact", 4), ("full", 7), ("imagenet", 2)])
 def test_stems_set_the_feature_map_sizes(stem: str, stage4_side: int) -> None:
     model = build_resnet(18, 2, stem).eval()
     seen: list[tuple[int, ...]] = []
@@ -82,9 +80,7 @@ def test_pretrained_weights_of_another_depth_are_refused(tmp_path: Path) -> None
         load_pretrained(build_resnet(18, 2), path)
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"not a torch file"], ids=["empty", "garbage"]
-)
+@pytest.mark.parametrize("content", [b"", b"not a torch file"], ids=["empty", "garbage"])
 def test_unreadable_pretrained_file_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "weights.pth"
     path.write_bytes(content)

@@ -17,24 +17,56 @@ import torch
 
 from bcd.algorithms import get_algorithm, load_model
 from bcd.algorithms.checkpoints import latest_checkpoint, load_checkpoint
-from bcd.algorithms.metrics import METRIC_NAMES
 
 from .conftest import ROOT, contract_env, run_python
 
 TRAIN = ["-m", "bcd.algorithms.train"]
+SMALL_BATCH = ["--mini_batch_size", "8"]
 
 
-def test_cnn_job_prints_metrics_and_writes_servable_artifacts(
+def test_cnn_job_metrics_artifacts_and_sigterm_stop(
     tmp_path: Path, channels: dict[str, Path]
 ) -> None:
+    """One real job: metrics each epoch, SIGTERM -> checkpoint, servable artifacts, exit 0."""
+    import os
+
     algorithm = get_algorithm("cnn")
-    argv = algorithm.command(algorithm.validate_hyperparameters({"epochs": 2, "mini_batch_size": 16}))
-    result = run_python(argv[1:], contract_env(tmp_path, channels))
-    assert result.returncode == 0, result.stderr[-2000:]
+    hyperparameters = {"epochs": 500, "mini_batch_size": 8, "checkpoint_frequency": 1000}
+    argv = algorithm.command(algorithm.validate_hyperparameters(hyperparameters))
+    process = subprocess.Popen(
+        argv,
+        env={**os.environ, **contract_env(tmp_path, channels)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in process.stdout:
+            lines.append(line)
+            if (
+                line.startswith("#metric epoch=2 train:epoch_seconds")
+                or time.monotonic() > deadline
+            ):
+                break
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    stdout = "".join(lines) + stdout
+    assert process.returncode == 0, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
     for definition in algorithm.metric_definitions:
-        values = re.findall(definition["Regex"], result.stdout)
-        if definition["Name"] in METRIC_NAMES:
-            assert len(values) == 2, definition["Name"]
+        assert len(re.findall(definition["Regex"], stdout)) >= 2, definition["Name"]
+
+    path = latest_checkpoint(tmp_path / "checkpoints")
+    assert path is not None, "no checkpoint after SIGTERM"
+    state = load_checkpoint(path)
+    assert state["interrupted"] is True and 2 <= state["epoch"] < 500
+
     model_dir = tmp_path / "model"
     description = json.loads((model_dir / "model.json").read_text())
     assert description["algorithm"] == "cnn" and description["class_names"] == ["no IDC", "IDC"]
@@ -51,7 +83,7 @@ def test_cnn_job_prints_metrics_and_writes_servable_artifacts(
 
     images = np.array(open_channel(channels["validation"]).images[:9])  # (9, 50, 50, 3)
     spec = description["input"]
-    inputs = (images.transpose(0, 3, 1, 2) / spec["scale"] - np.reshape(spec["mean"], (1, 3, 1, 1)))
+    inputs = images.transpose(0, 3, 1, 2) / spec["scale"] - np.reshape(spec["mean"], (1, 3, 1, 1))
     inputs = (inputs / np.reshape(spec["std"], (1, 3, 1, 1))).astype(np.float32)
     session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"))
     onnx_logits = session.run(["logits"], {"images": inputs})[0]
@@ -59,42 +91,8 @@ def test_cnn_job_prints_metrics_and_writes_servable_artifacts(
         torch_logits = load_model(model_dir)(torch.from_numpy(inputs)).numpy()
     assert onnx_logits.shape == (9, 2)
     assert np.abs(onnx_logits - torch_logits).max() < 1e-4
-    state = torch.load(model_dir / "model.pt", weights_only=True)
-    assert "classifier.4.weight" in state
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
-    tmp_path: Path, channels: dict[str, Path]
-) -> None:
-    import os
-
-    env = {**os.environ, **contract_env(tmp_path, channels)}
-    process = subprocess.Popen(
-        [sys.executable, "-u", *TRAIN, "--algorithm", "cnn", "--epochs", "500"]
-        + ["--mini_batch_size", "8", "--checkpoint_frequency", "1000"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 180
-        for line in process.stdout:
-            if line.startswith("#metric epoch=1 ") or time.monotonic() > deadline:
-                break
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 0, stderr[-2000:]
-    assert "stopped by SIGTERM" in stderr
-    path = latest_checkpoint(tmp_path / "checkpoints")
-    assert path is not None, "no checkpoint after SIGTERM"
-    state = load_checkpoint(path)
-    assert state["interrupted"] is True and 1 <= state["epoch"] < 500
-    assert (tmp_path / "model" / "model.json").is_file()
+    weights = torch.load(model_dir / "model.pt", weights_only=True)
+    assert "classifier.4.weight" in weights
 
 
 def _free_port() -> int:
@@ -126,8 +124,7 @@ def test_two_processes_train_data_parallel_over_gloo(
         )
         processes.append(
             subprocess.Popen(
-                [sys.executable, *TRAIN, "--algorithm", "cnn", "--epochs", "2"]
-                + ["--mini_batch_size", "8"],
+                [sys.executable, *TRAIN, "--algorithm", "cnn", "--epochs", "2", *SMALL_BATCH],
                 env={**os.environ, **env},
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
@@ -176,7 +173,9 @@ def test_example_script_runs_under_the_script_mode_contract(
     assert 0 <= info["best_val_bac"] <= 1
 
 
-def test_example_script_reports_a_missing_channel(tmp_path: Path, channels: dict[str, Path]) -> None:
+def test_example_script_reports_a_missing_channel(
+    tmp_path: Path, channels: dict[str, Path]
+) -> None:
     env = contract_env(tmp_path, channels, checkpoints=False)
     env["SM_CHANNEL_VALIDATION"] = str(tmp_path / "nowhere")
     result = run_python([str(ROOT / "examples" / "scripts" / "train_cnn.py"), "--epochs", "1"], env)

@@ -197,7 +197,13 @@ def source_dir(tmp_path: Path) -> Path:
 def test_script_command_passes_hyperparameters_as_flags(source_dir: Path) -> None:
     algorithm = get_algorithm("script")
     values = algorithm.validate_hyperparameters(
-        {"epochs": 3, "learning-rate": 0.5, "verbose": True, "name": "a b", "sagemaker_program": "x"}
+        {
+            "epochs": 3,
+            "learning-rate": 0.5,
+            "verbose": True,
+            "name": "a b",
+            "sagemaker_program": "x",
+        }
     )
     argv = algorithm.command(values, entry_point="train.py", source_dir=source_dir)
     assert argv == [

@@ -30,12 +30,16 @@ def test_resume_continues_from_the_newest_checkpoint(
     assert main(["--algorithm", "cnn", "--epochs", "1", *FAST]) == 0
     first = capsys.readouterr().out
     assert set(_metric_epochs(first)) == {1}
-    assert [p.name for p in list_checkpoints(contract / "checkpoints")] == ["checkpoint-epoch0001.pt"]
+    assert [p.name for p in list_checkpoints(contract / "checkpoints")] == [
+        "checkpoint-epoch0001.pt"
+    ]
 
     caplog.set_level("INFO")
     assert main(["--algorithm", "cnn", "--epochs", "3", *FAST]) == 0
     resumed = _metric_epochs(capsys.readouterr().out)
-    assert sorted(resumed) == [2, 3] and all(set(METRIC_NAMES) <= names for names in resumed.values())
+    assert sorted(resumed) == [2, 3] and all(
+        set(METRIC_NAMES) <= names for names in resumed.values()
+    )
     assert "resumed from checkpoint-epoch0001.pt after 1 completed epochs" in caplog.text
     description = json.loads((contract / "model" / "model.json").read_text())
     assert description["training"]["epochs_completed"] == 3

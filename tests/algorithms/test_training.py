@@ -66,7 +66,9 @@ def test_learning_rate_schedules() -> None:
     assert [learning_rate_at(epoch, step) for epoch in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
     cosine = {**step, "lr_scheduler": "cosine", "lr_scheduler_step": ""}
     rates = [learning_rate_at(epoch, cosine) for epoch in range(6)]
-    assert rates[0] == 1.0 and rates[3] == pytest.approx(0.5) and rates == sorted(rates, reverse=True)
+    assert (
+        rates[0] == 1.0 and rates[3] == pytest.approx(0.5) and rates == sorted(rates, reverse=True)
+    )
     constant = {**step, "lr_scheduler": "none"}
     assert {learning_rate_at(epoch, constant) for epoch in range(6)} == {1.0}
 
@@ -81,7 +83,9 @@ def test_balanced_class_weights_undo_the_two_to_one_imbalance() -> None:
 
 
 def test_model_selection_and_sagemaker_style_early_stopping() -> None:
-    selection = ModelSelection("validation:bac", patience=2, min_epochs=3, tolerance=0.01, enabled=True)
+    selection = ModelSelection(
+        "validation:bac", patience=2, min_epochs=3, tolerance=0.01, enabled=True
+    )
     values = [0.70, 0.80, 0.805, 0.804, 0.79]
     stops = []
     for epoch, value in enumerate(values, start=1):
@@ -93,7 +97,9 @@ def test_model_selection_and_sagemaker_style_early_stopping() -> None:
 
 
 def test_model_selection_minimises_loss_and_ignores_nan() -> None:
-    selection = ModelSelection("validation:loss", patience=1, min_epochs=1, tolerance=0, enabled=False)
+    selection = ModelSelection(
+        "validation:loss", patience=1, min_epochs=1, tolerance=0, enabled=False
+    )
     selection.update(1, {"validation:loss": math.nan})
     assert selection.best_value is None
     for epoch, value in enumerate([0.5, 0.4, 0.6], start=2):
@@ -115,7 +121,9 @@ def _channel(count: int, seed: int = 0) -> ChannelData:
 
 def test_loader_shards_are_disjoint_equal_and_reshuffled() -> None:
     channel = _channel(103)
-    loaders = [BatchLoader(channel, 8, shuffle=True, seed=1, rank=r, world_size=3) for r in range(3)]
+    loaders = [
+        BatchLoader(channel, 8, shuffle=True, seed=1, rank=r, world_size=3) for r in range(3)
+    ]
     shards = [set(loader.indices(0).tolist()) for loader in loaders]
     assert all(len(shard) == 34 for shard in shards)
     assert not (shards[0] & shards[1] or shards[1] & shards[2] or shards[0] & shards[2])
@@ -152,7 +160,14 @@ def test_one_epoch_learns_and_evaluate_reports_every_metric() -> None:
     augmenter = BatchAugmenter("crop_color", (50, 50), torch.Generator().manual_seed(0))
     for epoch in range(2):
         result = train_one_epoch(
-            model, optimizer, criterion, loader, epoch, augmenter=augmenter, mean=mean, std=std,
+            model,
+            optimizer,
+            criterion,
+            loader,
+            epoch,
+            augmenter=augmenter,
+            mean=mean,
+            std=std,
             device=torch.device("cpu"),
         )
     assert result.images == 256 and result.seconds > 0 and result.throughput > 0

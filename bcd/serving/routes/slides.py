@@ -19,8 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from bcd.errors import InvalidInputError, PayloadTooLargeError
 from bcd.serving.deps import ApiKeyDep, SettingsDep
-from bcd.slides._analysis import AnalysisOptions
-from bcd.slides._service import SlideAnalysisService
+from bcd.slides import AnalysisOptions, SlideAnalysisService
 
 router = APIRouter(tags=["slides"])
 

@@ -67,8 +67,14 @@ export function renderPatches(results, threshold, tbody, summary) {
     const row = document.createElement("tr");
     const imageCell = document.createElement("td");
     const image = document.createElement("img");
-    image.src = result.url;
     image.alt = `Patch ${result.file.name}`;
+    image.addEventListener("error", () => {
+      const missing = document.createElement("span");
+      missing.className = "hint";
+      missing.textContent = "no preview";
+      image.replaceWith(missing);
+    });
+    image.src = result.url;
     imageCell.append(image);
     const nameCell = document.createElement("td");
     nameCell.className = "file-name";
