@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from bcd import errors
 
@@ -43,7 +46,20 @@ _COMMAND_MODULES = (
     "quickstart",
 )
 
+
+class _BcdGroup(TyperGroup):
+    """Maps bcd errors to a one-line message and an exit code, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.BcdError as error:
+            Console(stderr=True).print(f"[bold red]error:[/] {error.message}", highlight=False)
+            raise typer.Exit(exit_code_for(error)) from None
+
+
 app = typer.Typer(
+    cls=_BcdGroup,
     name="bcd",
     help=(
         "bcd: detect invasive ductal carcinoma (IDC) in H&E histopathology, "
@@ -88,9 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bcd`` console script."""
     try:
         build_app()(args=argv, standalone_mode=True)
-    except errors.BcdError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error.message}", highlight=False)
-        sys.exit(exit_code_for(error))
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
