@@ -13,7 +13,6 @@ import logging
 import sys
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -50,7 +49,7 @@ _COMMAND_MODULES = (
 class _BcdGroup(TyperGroup):
     """Maps bcd errors to a one-line message and an exit code, for every command."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except errors.BcdError as error:
