@@ -8,18 +8,18 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "client", "runtime_client"]
 
 if TYPE_CHECKING:
-    from bcd.client import Client, RuntimeClient
+    from bcd.clients import Client, RuntimeClient
 
 
 def client(**kwargs: Any) -> Client:
     """The low-level, boto3-like client (``create_training_job`` and friends)."""
-    from bcd.client import Client
+    from bcd.clients import Client
 
     return Client(**kwargs)
 
 
 def runtime_client(**kwargs: Any) -> RuntimeClient:
     """The runtime client (``invoke_endpoint``), like boto3's ``sagemaker-runtime``."""
-    from bcd.client import RuntimeClient
+    from bcd.clients import RuntimeClient
 
     return RuntimeClient(**kwargs)

@@ -54,3 +54,12 @@ def test_help_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
+
+
+def test_client_functions_survive_importing_the_clients_package(settings: Settings) -> None:
+    import bcd
+    import bcd.clients
+
+    assert callable(bcd.client)
+    assert type(bcd.client(settings=settings)).__name__ == "Client"
+    assert type(bcd.runtime_client(settings=settings)).__name__ == "RuntimeClient"

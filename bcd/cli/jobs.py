@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _client() -> Any:
-    from bcd.client import Client
+    from bcd.clients import Client
 
     return Client()
 

@@ -53,7 +53,7 @@ def quickstart_command(
     import shutil
 
     from bcd.cli.jobs import follow_and_report
-    from bcd.client import Client
+    from bcd.clients import Client
     from bcd.config import get_settings
     from bcd.data import describe_dataset, import_dataset
     from bcd.errors import NotFoundError

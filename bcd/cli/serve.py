@@ -121,7 +121,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per image."),
 ) -> None:
     """Score image files on an endpoint and print each verdict."""
-    from bcd.client import RuntimeClient
+    from bcd.clients import RuntimeClient
 
     settings = get_settings()
     client = RuntimeClient(settings, endpoint_url=url, api_key=api_key)

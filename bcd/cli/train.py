@@ -128,7 +128,7 @@ def train_command(
     wait: bool = typer.Option(False, "--wait", help="Follow the job's log until it ends."),
 ) -> None:
     """Start a training job; returns at once unless --wait."""
-    from bcd.client import Client
+    from bcd.clients import Client
     from bcd.jobs import unique_job_name
 
     channels: dict[str, str] = {}

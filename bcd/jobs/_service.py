@@ -1,6 +1,6 @@
 """The training-job service: create, describe, list, stop, and orphan recovery.
 
-The CLI, :mod:`bcd.client` and :mod:`bcd.sdk` all go through
+The CLI, :mod:`bcd.clients` and :mod:`bcd.sdk` all go through
 :class:`TrainingJobService`. Creating one first marks as ``Failed`` every job
 of this machine whose supervisor died without recording an outcome (a machine
 restart, a kill), so records never claim a job runs when nothing runs it.

@@ -2,7 +2,7 @@
 
 ``Estimator`` trains, ``HyperparameterTuner`` tunes, ``Model`` deploys to an
 endpoint and returns a ``Predictor``. Each lives in its own module and calls
-the same services as :mod:`bcd.client` and the CLI.
+the same services as :mod:`bcd.clients` and the CLI.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class Estimator:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from bcd.client import Client
+            from bcd.clients import Client
 
             self._client = Client(settings=self.settings)
         return self._client

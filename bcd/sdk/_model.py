@@ -107,7 +107,7 @@ class Model:
             JobFailedError: ``wait`` and the endpoint ended ``Failed``.
         """
         from bcd import registry
-        from bcd.client import Client
+        from bcd.clients import Client
 
         del instance_type
         endpoint_name = validate_name(endpoint_name or self.name, "endpoint name")

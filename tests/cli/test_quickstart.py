@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bcd.cli.main import build_app
-from bcd.client import Client
+from bcd.clients import Client
 from bcd.config import Settings
 from bcd.testing import make_synthetic_tree
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bcd.client import Client
+from bcd.clients import Client
 from bcd.config import Settings
 from bcd.errors import InvalidInputError, JobFailedError, NotFoundError
 from tests.registry.helpers import variant

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from bcd.config import Settings
 from bcd.serving import EndpointSpec, InMemoryEndpointSource, VariantSpec, create_app
-import bcd.cli.serve, bcd.client
+import bcd.cli.serve, bcd.clients
 variant = VariantSpec("A", "m", Path({str(tiny_model)!r}))
 spec = EndpointSpec("ep", "InService", "cfg", 1, (variant,))
 app = create_app(Settings(home=Path({str(tmp_path)!r}), default_endpoint="ep"),

@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 
 def _register_tiny_endpoint(home: Path) -> None:
-    from bcd.client import Client
+    from bcd.clients import Client
     from bcd.config import Settings
     from bcd.testing.models import write_tiny_model
 

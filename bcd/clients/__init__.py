@@ -7,11 +7,11 @@ the same services. Each mixin adds its waiters by extending ``_waiters``.
 
 from __future__ import annotations
 
-from bcd.client._base import BaseClient, Waiter
-from bcd.client._registry import RegistryMixin
-from bcd.client._runtime import RuntimeMixin
-from bcd.client._training import TrainingMixin
-from bcd.client._tuning import TuningMixin
+from bcd.clients._base import BaseClient, Waiter
+from bcd.clients._registry import RegistryMixin
+from bcd.clients._runtime import RuntimeMixin
+from bcd.clients._training import TrainingMixin
+from bcd.clients._tuning import TuningMixin
 
 __all__ = ["BaseClient", "Client", "RuntimeClient", "Waiter"]
 

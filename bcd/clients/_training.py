@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from bcd.client._base import BaseClient, Waiter
+from bcd.clients._base import BaseClient, Waiter
 from bcd.errors import InvalidInputError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from bcd.client._base import BaseClient
+from bcd.clients._base import BaseClient
 from bcd.config import Settings
 from bcd.errors import BcdError, InvalidInputError, NotReadyError
 

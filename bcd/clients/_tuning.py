@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcd.client._base import BaseClient, Waiter
+from bcd.clients._base import BaseClient, Waiter
 from bcd.errors import InvalidInputError
 
 _SORT_ORDERS = ("Ascending", "Descending")
