@@ -24,6 +24,8 @@ run: $(VENV)/.serve
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check bcd tests bench examples
+	$(BIN)/ruff format --check bcd tests bench examples
+	$(BIN)/mypy bcd
 	$(BIN)/python -m pytest -q
 
 test-slow: $(VENV)/.dev
