@@ -79,6 +79,23 @@ class Settings(BaseSettings):
         """Where imported datasets go (fsspec URL or local path)."""
         return self.dataset_root or str(self.home / "datasets")
 
+    def child_env(self) -> dict[str, str]:
+        """``BCD_*`` variables that hand these settings to a child process.
+
+        Background processes (job supervisors, tuning drivers) are started with
+        the caller's environment plus these, so they see the same store even
+        when the caller built its settings in code rather than from the env.
+        """
+        env = {
+            "BCD_HOME": str(self.home),
+            "BCD_DATABASE_URL": self.resolved_database_url,
+            "BCD_ARTIFACT_ROOT": self.resolved_artifact_root,
+            "BCD_DATASET_ROOT": self.resolved_dataset_root,
+        }
+        if self.s3_endpoint_url:
+            env["BCD_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+        return env
+
     def storage_options(self) -> dict[str, object]:
         """fsspec keyword arguments for remote URLs (the S3 endpoint, when set)."""
         if self.s3_endpoint_url:

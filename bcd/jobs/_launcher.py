@@ -37,13 +37,7 @@ def job_dir(settings: Settings, name: str) -> Path:
 
 def supervisor_env(settings: Settings) -> dict[str, str]:
     """The environment of a supervisor: the caller's, with the settings made explicit."""
-    env = dict(os.environ)
-    env["BCD_HOME"] = str(settings.home)
-    env["BCD_DATABASE_URL"] = settings.resolved_database_url
-    env["BCD_ARTIFACT_ROOT"] = settings.resolved_artifact_root
-    env["BCD_DATASET_ROOT"] = settings.resolved_dataset_root
-    if settings.s3_endpoint_url:
-        env["BCD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    env = {**os.environ, **settings.child_env()}
     env["BCD_JOB_STOP_GRACE_S"] = str(settings.job_stop_grace_s)
     env["BCD_JOB_SAMPLE_INTERVAL_S"] = str(settings.job_sample_interval_s)
     env["PYTHONUNBUFFERED"] = "1"

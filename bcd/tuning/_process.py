@@ -58,13 +58,7 @@ def worker_alive(worker: str, heartbeat: dt.datetime | None) -> bool:
 
 def driver_env(settings: Settings) -> dict[str, str]:
     """The driver's environment: the caller's, with the settings made explicit."""
-    env = dict(os.environ)
-    env["BCD_HOME"] = str(settings.home)
-    env["BCD_DATABASE_URL"] = settings.resolved_database_url
-    env["BCD_ARTIFACT_ROOT"] = settings.resolved_artifact_root
-    env["BCD_DATASET_ROOT"] = settings.resolved_dataset_root
-    if settings.s3_endpoint_url:
-        env["BCD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    env = {**os.environ, **settings.child_env()}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
