@@ -14,12 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Engine, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from bcd.config import Settings, get_settings
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration; a store already there skips Alembic entirely (a faster
+# start). tests/db/test_migrations.py checks it against the migration scripts.
+SCHEMA_HEAD = "0005"
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _upgraded: set[str] = set()
@@ -69,9 +73,19 @@ def get_engine(settings: Settings | None = None) -> Engine:
                 engine = create_engine(url, pool_pre_ping=True)
             _engines[url] = engine
         if url not in _upgraded:
-            upgrade(engine)
+            if _current_revision(engine) != SCHEMA_HEAD:
+                upgrade(engine)
             _upgraded.add(url)
     return engine
+
+
+def _current_revision(engine: Engine) -> str | None:
+    """The store's Alembic revision, or ``None`` for a new or unreadable store."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

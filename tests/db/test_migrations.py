@@ -34,3 +34,26 @@ def test_upgrade_is_idempotent_and_keeps_records(settings: Settings) -> None:
     db.upgrade(engine)
     assert set(inspect(engine).get_table_names()) == tables_before
     assert "alembic_version" in tables_before
+
+
+def test_schema_head_constant_matches_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(db._MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == db.SCHEMA_HEAD
+
+
+def test_a_store_behind_head_is_upgraded_on_first_use(settings: Settings) -> None:
+    engine = db.get_engine(settings)
+    # Emulate a store made by the release before slides existed.
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS slide_analyses")
+    db.dispose_engines()
+    engine = db.get_engine(settings)
+    with engine.connect() as connection:
+        version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert version == db.SCHEMA_HEAD
+    assert "slide_analyses" in inspect(engine).get_table_names()
