@@ -333,7 +333,7 @@ def _script_location(entry_point: str | None, source_dir: str | None) -> tuple[s
 
 
 def unique_job_name(base: str) -> str:
-    """A fresh job name: ``<base>-<UTC time>-<4 hex>``, cut to fit 63 characters.
+    """A fresh job name: ``<base>-<UTC time>-<8 hex>``, cut to fit 63 characters.
 
     Args:
         base: A prefix such as the algorithm name (non-name characters become ``-``).
@@ -342,5 +342,5 @@ def unique_job_name(base: str) -> str:
     import secrets
 
     cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", base).strip("-") or "job"
-    suffix = f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    suffix = f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
     return f"{cleaned[: 62 - len(suffix)].rstrip('-')}-{suffix}"

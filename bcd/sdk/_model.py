@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import secrets
 
 from bcd.config import Settings, get_settings
 from bcd.errors import ConflictError, InvalidInputError, JobFailedError
@@ -16,9 +14,9 @@ logger = logging.getLogger(__name__)
 
 def unique_name(base: str) -> str:
     """``base`` plus a UTC timestamp and a random suffix, within 63 characters."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d-%H-%M-%S")
-    suffix = f"-{stamp}-{secrets.token_hex(2)}"
-    return f"{base[: 63 - len(suffix)].rstrip('-')}{suffix}"
+    from bcd.jobs import unique_job_name
+
+    return unique_job_name(base)
 
 
 class Model:
