@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bcd.config import Settings, get_settings
 from bcd.db import utcnow
@@ -89,6 +89,20 @@ class TuningDriver:
             offset += os.getpid()  # extra workers must not replay the driver's suggestions
         self.study = load_study(self.config, self.settings, seed_offset=offset)
         self._prunes = self.config.strategy == "Hyperband" or self.config.early_stopping == "Auto"
+
+    def _tell(self, *args: Any, **kwargs: Any) -> None:
+        """Report a trial's end to the study.
+
+        Optuna's GridSampler calls ``study.stop()`` once every grid point has
+        been tried, which raises outside ``study.optimize``; the trial's result
+        is stored before that, and this driver bounds the trial count itself.
+        """
+        try:
+            self.study.tell(*args, **kwargs)
+        except RuntimeError as error:
+            if "Study.stop" not in str(error):
+                raise
+            logger.info("tuning job %s: every grid point has been tried", self.name)
 
     def run(self) -> str:
         """Run until the tuning job ends (or, for an extra worker, until no slot is left).
@@ -176,7 +190,7 @@ class TuningDriver:
             self.backend.create(job_name, self.config, hyperparameters)
         except BcdError as error:
             logger.warning("tuning job %s: trial %d could not start: %s", self.name, slot, error)
-            self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            self._tell(trial.number, state=optuna.trial.TrialState.FAIL)
             _store.finish_trial(
                 self.name,
                 slot,
@@ -245,7 +259,7 @@ class TuningDriver:
                     "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective.MetricName "
                     "and the MetricDefinitions regexes"
                 )
-                self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                self._tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                 _store.finish_trial(
                     self.name,
                     running.slot,
@@ -256,7 +270,7 @@ class TuningDriver:
                 )
                 self._fail(reason)
                 return
-            self.study.tell(number, value, skip_if_finished=True)
+            self._tell(number, value, skip_if_finished=True)
             _store.finish_trial(
                 self.name,
                 running.slot,
@@ -266,7 +280,7 @@ class TuningDriver:
                 objective_status="Succeeded",
             )
         elif state.status == "Stopped" and running.pruning:
-            self.study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            self._tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             _store.finish_trial(
                 self.name,
                 running.slot,
@@ -277,7 +291,7 @@ class TuningDriver:
                 objective_status="Succeeded" if last is not None else "Failed",
             )
         else:
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            self._tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             _store.finish_trial(
                 self.name,
                 running.slot,
@@ -344,7 +358,7 @@ class TuningDriver:
             )
             if row.optuna_trial_id is None or not started:
                 if row.optuna_number is not None:
-                    self.study.tell(
+                    self._tell(
                         row.optuna_number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
                     )
                 _store.release_slot(self.name, row.slot, self.settings)

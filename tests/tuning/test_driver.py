@@ -276,3 +276,26 @@ def test_objective_must_be_a_metric_trials_emit(settings: Settings) -> None:
         match=r"HyperParameterTuningJobObjective.MetricName: 'auc' is not a metric any trial emits",
     ):
         create_tuning_job(bad, settings, start=False)
+
+
+def test_a_grid_that_is_fully_tried_completes(settings: Settings) -> None:
+    engine = FakeEngine()
+    grid = {
+        "CategoricalParameterRanges": [
+            {"Name": "optimizer", "Values": ["sgd", "adam"]},
+            {"Name": "learning_rate", "Values": ["0.001", "0.01"]},
+        ]
+    }
+    status = run(
+        "grid-done",
+        settings,
+        engine,
+        Strategy="Grid",
+        ParameterRanges=grid,
+        ResourceLimits={"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2},
+    )
+    assert status == "Completed"
+    assert len(engine.jobs) == 4
+    tried = {(job["hp"]["optimizer"], job["hp"]["learning_rate"]) for job in engine.jobs.values()}
+    assert len(tried) == 4
+    assert describe_tuning_job("grid-done", settings)["TrainingJobStatusCounters"]["Completed"] == 4
