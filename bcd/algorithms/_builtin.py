@@ -28,6 +28,7 @@ AUGMENTATION_TYPES = ("none", "crop", "crop_color", "crop_color_transform")
 LR_SCHEDULERS = ("none", "step", "cosine")
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 RESNET_STEMS = ("compact", "full", "imagenet")
+CNN_ARCHITECTURES = ("original", "deep")
 
 COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("num_classes", "int", 2, "number of classes", minimum=2, maximum=1000),
@@ -52,6 +53,15 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "crop",
         "training augmentation; every type but none adds flips and 90-degree rotations",
         choices=AUGMENTATION_TYPES,
+    ),
+    Hyperparameter(
+        "stain_jitter",
+        "float",
+        0.0,
+        "strength of random H&E stain jitter (0 = off, 0.05 light, 0.2 strong); "
+        "applied with every augmentation_type but none",
+        minimum=0,
+        maximum=1,
     ),
     Hyperparameter("epochs", "int", 10, "passes over the training data", minimum=1, maximum=10000),
     Hyperparameter(
@@ -175,6 +185,14 @@ RESNET_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
 )
 
 CNN_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter(
+        "architecture",
+        "choice",
+        "original",
+        "original (conv-pool-conv-pool-dense of the original TensorFlow script) or deep "
+        "(five 3x3 conv + batch-norm layers, global average pooling)",
+        choices=CNN_ARCHITECTURES,
+    ),
     Hyperparameter(
         "dropout",
         "float",

@@ -12,6 +12,12 @@ the data path stays far cheaper than a training step:
   (stain) gain jitter;
 - ``crop_color_transform``: plus a small random affine warp (rotation ±15°,
   scale 0.9–1.1, shear ±5°) with reflected borders.
+
+``stain_jitter`` σ > 0 adds, with every type but ``none``, a random change of
+the haematoxylin and eosin stain amounts (Tellez et al. 2018, "HED jitter"):
+each pixel's optical density is split into H, E and DAB concentrations with
+the Ruifrok–Johnston stain vectors, each concentration is scaled by
+U(1 − σ, 1 + σ) and shifted by U(−σ, σ), and the result is mixed back to RGB.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class BatchAugmenter:
             ``crop_color_transform``.
         image_size: (height, width) of the output.
         generator: Source of randomness (seeded by the trainer).
+        stain_jitter: Strength σ of the H&E stain jitter; 0 turns it off.
     """
 
     def __init__(
@@ -39,10 +46,14 @@ class BatchAugmenter:
         augmentation_type: str,
         image_size: tuple[int, int],
         generator: torch.Generator | None = None,
+        stain_jitter: float = 0.0,
     ) -> None:
         if augmentation_type not in ("none", "crop", "crop_color", "crop_color_transform"):
             raise ValueError(f"unknown augmentation_type {augmentation_type!r}")
+        if not 0.0 <= stain_jitter <= 1.0:
+            raise ValueError(f"stain_jitter must lie in [0, 1], got {stain_jitter}")
         self.augmentation_type = augmentation_type
+        self.stain_jitter = stain_jitter
         self.image_size = image_size
         self.generator = generator
 
@@ -68,6 +79,8 @@ class BatchAugmenter:
         Returns:
             The augmented images, same shape, clamped to [0, 255].
         """
+        if self.stain_jitter > 0 and self.augmentation_type != "none":
+            images = hed_jitter(images, self.stain_jitter, self.generator)
         if self.augmentation_type in ("crop_color", "crop_color_transform"):
             images = color_jitter(images, self.generator)
         if self.augmentation_type == "crop_color_transform":
@@ -209,6 +222,44 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator | None) -> tor
     flat = images.reshape(count, channels, height * width)  # (N, 3, HW)
     mixed = torch.baddbmm(offset.to(images.device), matrix.to(images.device), flat)
     return mixed.view(count, channels, height, width).clamp_(0.0, 255.0)
+
+
+#: Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB) in
+#: optical-density space, each normalised to unit length below.
+_STAINS_OD = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_STAINS_OD = _STAINS_OD / _STAINS_OD.norm(dim=1, keepdim=True)
+_OD_FROM_STAINS_INVERSE = torch.linalg.inv(_STAINS_OD)
+
+
+def hed_jitter(
+    images: torch.Tensor, sigma: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Random stain-concentration change in H&E(-DAB) space, per image.
+
+    With optical density ``od = -ln((I + 1) / 256)`` written as concentrations
+    times stain vectors, ``od = c · S``, the jitter ``c' = α ⊙ c + β`` is linear
+    in ``od``: ``od' = od · S⁻¹ diag(α) S + β · S``. One 3×3 matrix and offset
+    per image, one batched product for the batch.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 255].
+        sigma: Jitter strength: α ~ U(1 − σ, 1 + σ), β ~ U(−σ, σ).
+        generator: Randomness.
+
+    Returns:
+        (N, 3, H, W) float in [0, 255].
+    """
+    count, channels, height, width = images.shape
+    alpha = 1.0 + sigma * (2 * torch.rand(count, 3, generator=generator) - 1)  # (N, 3)
+    beta = sigma * (2 * torch.rand(count, 3, generator=generator) - 1)  # (N, 3)
+    # Row-vector form od' = od @ A + b, applied column-wise below as Aᵀ @ od.
+    mix = _OD_FROM_STAINS_INVERSE @ torch.diag_embed(alpha) @ _STAINS_OD  # (N, 3, 3)
+    offset = (beta @ _STAINS_OD).unsqueeze(-1)  # (N, 3, 1)
+    device = images.device
+    optical = -torch.log((images.reshape(count, channels, height * width) + 1.0) / 256.0)
+    jittered = torch.baddbmm(offset.to(device), mix.transpose(1, 2).to(device), optical)
+    rgb = 256.0 * torch.exp(-jittered) - 1.0
+    return rgb.view(count, channels, height, width).clamp_(0.0, 255.0)
 
 
 def random_affine(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

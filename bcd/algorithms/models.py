@@ -1,7 +1,10 @@
 """The networks behind the built-in algorithms. Every model returns logits.
 
-- ``cnn``: :class:`SmallCNN`, the small network of the original custom
-  TensorFlow script (conv → pool → conv → pool → dense → logits).
+- ``cnn``: with ``architecture=original`` (the default) :class:`SmallCNN`,
+  the small network of the original custom TensorFlow script (conv → pool →
+  conv → pool → dense → logits); with ``architecture=deep``
+  :class:`DeepCNN`, five 3×3 conv + batch-norm layers and global average
+  pooling — a ninth of the parameters and slightly cheaper to serve.
 - ``image-classification``: torchvision ResNets (18/34/50/101/152 layers)
   with a stem chosen for 50×50 patches. torchvision's ImageNet stem (7×7
   stride-2 conv, then a stride-2 max-pool) shrinks a 50×50 patch to 13×13
@@ -73,6 +76,61 @@ class SmallCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),  # (N, num_classes)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images → (N, num_classes) logits."""
+        return self.classifier(self.features(images))
+
+
+def _conv_bn(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """3×3 conv (same padding, no bias) → batch norm → ReLU."""
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DeepCNN(nn.Module):
+    """Five 3×3 conv + batch-norm layers, global average pooling, dropout, logits.
+
+    Layout for a 50×50 patch: conv 16 @50 → pool → conv 32 @25 → pool →
+    conv 64, conv 64 @12 → pool → conv 128 @6 → global average → logits.
+    About 135 k parameters and 29 MFLOPs per patch — no more compute than
+    :class:`SmallCNN`, but deeper, normalised and without the large dense
+    layer that lets the small network memorise training patches. Global
+    pooling makes it accept any input size.
+
+    Args:
+        num_classes: Number of output logits.
+        dropout: Dropout probability before the logits.
+        widths: Channels of the five conv layers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        dropout: float = 0.4,
+        widths: tuple[int, int, int, int, int] = (16, 32, 64, 64, 128),
+    ) -> None:
+        super().__init__()
+        first, second, third, fourth, fifth = widths
+        self.features = nn.Sequential(
+            *_conv_bn(3, first),  # (N, 16, H, W)
+            nn.MaxPool2d(2),  # (N, 16, H/2, W/2)
+            *_conv_bn(first, second),  # (N, 32, H/2, W/2)
+            nn.MaxPool2d(2),  # (N, 32, H/4, W/4)
+            *_conv_bn(second, third),  # (N, 64, H/4, W/4)
+            *_conv_bn(third, fourth),  # (N, 64, H/4, W/4)
+            nn.MaxPool2d(2),  # (N, 64, H/8, W/8)
+            *_conv_bn(fourth, fifth),  # (N, 128, H/8, W/8)
+            nn.AdaptiveAvgPool2d(1),  # (N, 128, 1, 1)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, 128)
+            nn.Dropout(dropout),
+            nn.Linear(fifth, num_classes),  # (N, num_classes)
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -199,7 +257,10 @@ def build_model(algorithm: str, hyperparameters: Mapping[str, Any]) -> nn.Module
     _, height, width = image_shape_tuple(hyperparameters["image_shape"])
     num_classes = int(hyperparameters["num_classes"])
     if algorithm == "cnn":
-        return SmallCNN(num_classes, (height, width), float(hyperparameters["dropout"]))
+        dropout = float(hyperparameters["dropout"])
+        if hyperparameters.get("architecture", "original") == "deep":
+            return DeepCNN(num_classes, dropout)
+        return SmallCNN(num_classes, (height, width), dropout)
     if algorithm == "image-classification":
         model = build_resnet(
             int(hyperparameters["num_layers"]), num_classes, hyperparameters["stem"]

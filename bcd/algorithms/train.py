@@ -291,7 +291,12 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
         world_size=environment.world_size,
     )
     generator = torch.Generator()
-    augmenter = BatchAugmenter(hps["augmentation_type"], job.image_size, generator)
+    augmenter = BatchAugmenter(
+        hps["augmentation_type"],
+        job.image_size,
+        generator,
+        stain_jitter=float(hps.get("stain_jitter", 0.0)),
+    )
     epochs, frequency = int(hps["epochs"]), int(hps["checkpoint_frequency"])
     while job.completed_epochs < epochs:
         index = job.completed_epochs  # 0-based epoch about to run

@@ -56,7 +56,8 @@ def _print_summary(console: Console, summary: dict[str, Any], report: Path) -> N
     threshold = summary["threshold"]
     console.print(
         f"threshold {threshold['value']:.4f} ({threshold['source']}), "
-        f"temperature {summary['temperature']:g}, TTA {'on' if summary['tta'] else 'off'}"
+        f"temperature {summary['temperature']:g}, logit bias "
+        f"{summary.get('logit_bias', 0.0):g}, TTA {'on' if summary['tta'] else 'off'}"
     )
     validation = summary.get("validation")
     if validation:
@@ -67,7 +68,9 @@ def _print_summary(console: Console, summary: dict[str, Any], report: Path) -> N
         if validation.get("fitted_temperature") is not None:
             console.print(
                 f"calibrated: temperature {validation['previous_temperature']:g} → "
-                f"{validation['fitted_temperature']:.4f}, written into model.json"
+                f"{validation['fitted_temperature']:.4f}, logit bias "
+                f"{validation['previous_logit_bias']:g} → {validation['fitted_logit_bias']:.4f}, "
+                "decision threshold → the BAC-optimal one; written into model.json"
             )
         if validation.get("shared_patients"):
             console.print(
@@ -111,7 +114,7 @@ def evaluate_command(
         min=0.0,
         max=1.0,
         help="Call IDC when P(IDC) >= this; default the BAC-optimal validation threshold, "
-        "else 0.5.",
+        "else the model's decision_threshold (0.5 unless calibrated).",
     ),
     validation_split: str | None = typer.Option(
         None,
@@ -122,12 +125,15 @@ def evaluate_command(
         None, "--validation-data", help="A dataset-layout folder to fit the threshold on."
     ),
     no_validation: bool = typer.Option(
-        False, "--no-validation", help="Use no validation data (threshold 0.5 unless given)."
+        False,
+        "--no-validation",
+        help="Use no validation data (the model's decision_threshold unless given).",
     ),
     calibrate: bool = typer.Option(
         False,
         "--calibrate",
-        help="Fit the temperature on validation logits and write it into model.json "
+        help="Fit temperature and logit bias (Platt scaling) on the validation margins and "
+        "write them, with the BAC-optimal decision threshold, into model.json "
         "(model folders only).",
     ),
     bootstrap: int = typer.Option(

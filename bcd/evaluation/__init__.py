@@ -5,7 +5,7 @@
 - :func:`bootstrap_metrics` — balanced accuracy, F1, sensitivity, specificity,
   precision, accuracy, ROC AUC, PR AUC, log loss, Brier score and ECE, each
   with a confidence interval from resampling *patients* (never patches).
-- :func:`fit_temperature` and :func:`bac_optimal_threshold` — calibration and
+- :func:`fit_temperature`, :func:`fit_platt` and :func:`bac_optimal_threshold` — calibration and
   threshold choice, fitted on validation data only.
 - :func:`write_report` — ``report.json``, ``report.md``, PNG plots and
   ``predictions.csv``, with published results on this dataset beside ours.
@@ -17,7 +17,9 @@ from bcd.evaluation._bootstrap import Interval, bootstrap_metrics, patient_multi
 from bcd.evaluation._calibration import (
     bac_optimal_threshold,
     calibration_curve,
+    fit_platt,
     fit_temperature,
+    platt_nll,
     softmax,
     temperature_nll,
 )
@@ -47,10 +49,12 @@ __all__ = [
     "calibration_curve",
     "dataset_patches",
     "evaluate",
+    "fit_platt",
     "fit_temperature",
     "folder_patches",
     "patient_multiplicities",
     "per_patient_results",
+    "platt_nll",
     "point_metrics",
     "probabilities_from_margins",
     "render_markdown",

@@ -1,16 +1,25 @@
-"""Temperature scaling and decision thresholds, both fitted on validation data.
+"""Calibration and decision thresholds, all fitted on validation data.
 
 Temperature scaling divides the logits by one scalar T > 0 before the
 softmax; it keeps every ranking (so AUC is unchanged) and fixes
 over-confidence. T is chosen to minimise the negative log-likelihood of the
 validation labels; the NLL is convex in 1/T, so a bracketing golden-section
 search over log T finds the optimum reliably without scipy.
+
+Temperature alone cannot undo a shift: a model trained with a class-balanced
+loss believes IDC is as common as no IDC, so its probabilities run high on
+data where a third of the patches are IDC. Platt scaling,
+``P(IDC) = sigmoid(m / T + b)`` on the IDC margin ``m = z_IDC − z_noIDC``,
+adds the bias ``b`` for that (:func:`fit_platt`). It is still monotone, so
+AUC is unchanged; only the decision threshold moves, and
+:func:`bac_optimal_threshold` refits it on the calibrated probabilities.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,8 +28,10 @@ from bcd.evaluation._metrics import calibration_bins
 
 logger = logging.getLogger(__name__)
 
-#: The temperatures :func:`fit_temperature` searches.
+#: The temperatures :func:`fit_temperature` and :func:`fit_platt` search.
 TEMPERATURE_RANGE = (0.01, 100.0)
+#: The logit biases :func:`fit_platt` searches.
+BIAS_RANGE = (-20.0, 20.0)
 _LOG_T_RANGE = (math.log(TEMPERATURE_RANGE[0]), math.log(TEMPERATURE_RANGE[1]))
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -133,6 +144,115 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tolerance: float = 1
             fitted,
         )
     return float(fitted)
+
+
+def _as_margins(margins: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) or (V, N) margins -> (V, N) float64; labels -> (N,) 0/1 int64."""
+    margins = np.asarray(margins, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if margins.ndim == 1:
+        margins = margins[None]
+    if margins.ndim != 2 or margins.shape[1] != labels.size:
+        raise InvalidInputError(
+            f"margins of shape {margins.shape} do not match {labels.size} labels; "
+            "give (N,) margins or (V, N) margins of V augmented views"
+        )
+    if labels.size == 0:
+        raise InvalidInputError("no validation samples to fit on")
+    if not np.isin(labels, (0, 1)).all():
+        raise InvalidInputError("Platt scaling needs 0/1 labels")
+    if not np.isfinite(margins).all():
+        raise InvalidInputError("margins contain NaN or infinity; the model output is broken")
+    return margins, labels
+
+
+def _log_sigmoid(values: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)) without overflow: −softplus(−x)."""
+    return -np.logaddexp(0.0, -values)
+
+
+def platt_nll(margins: np.ndarray, labels: np.ndarray, temperature: float, bias: float) -> float:
+    """Mean NLL of 0/1 ``labels`` under ``P(IDC) = mean_v sigmoid(m_v / T + b)``.
+
+    Args:
+        margins: (N,) IDC margins, or (V, N) margins of V views whose
+            probabilities are averaged (as TTA serving does).
+        labels: (N,) 0/1 labels.
+        temperature: T > 0.
+        bias: b, added to the scaled margin.
+
+    Returns:
+        The mean NLL in nats.
+    """
+    margins, labels = _as_margins(margins, labels)
+    scaled = margins / temperature + bias  # (V, N)
+    views = margins.shape[0]
+    log_idc = _logsumexp(_log_sigmoid(scaled), axis=0) - np.log(views)  # (N,)
+    log_no_idc = _logsumexp(_log_sigmoid(-scaled), axis=0) - np.log(views)  # (N,)
+    return float(-np.mean(np.where(labels == 1, log_idc, log_no_idc)))
+
+
+def _golden_minimum(
+    loss: Callable[[float], float], low: float, high: float, tolerance: float
+) -> tuple[float, float]:
+    """Golden-section search of a unimodal ``loss`` on [low, high] -> (x, loss(x))."""
+    inner_low = high - _GOLDEN * (high - low)
+    inner_high = low + _GOLDEN * (high - low)
+    loss_low, loss_high = loss(inner_low), loss(inner_high)
+    while high - low > tolerance:
+        if loss_low <= loss_high:
+            high, inner_high, loss_high = inner_high, inner_low, loss_low
+            inner_low = high - _GOLDEN * (high - low)
+            loss_low = loss(inner_low)
+        else:
+            low, inner_low, loss_low = inner_low, inner_high, loss_high
+            inner_high = low + _GOLDEN * (high - low)
+            loss_high = loss(inner_high)
+    middle = (low + high) / 2
+    return middle, loss(middle)
+
+
+def fit_platt(
+    margins: np.ndarray, labels: np.ndarray, tolerance: float = 1e-5
+) -> tuple[float, float]:
+    """Temperature T and bias b minimising the validation NLL of ``sigmoid(m / T + b)``.
+
+    For one view this is a logistic regression on the margin, whose NLL is
+    jointly convex in (1/T, b); the best T for each b is found by an inner
+    golden-section search over log T and the outer search runs over b (a
+    partial minimum of a convex function is convex).
+
+    Args:
+        margins: (N,) validation IDC margins ``z1 - z0``, or (V, N) margins of
+            V augmented views whose probabilities are averaged.
+        labels: (N,) 0/1 labels.
+        tolerance: Bracket width at which both searches stop.
+
+    Returns:
+        ``(temperature, bias)``; write them as ``temperature`` and
+        ``logit_bias`` into ``model.json``. A value at the edge of
+        :data:`TEMPERATURE_RANGE` or :data:`BIAS_RANGE` means the fit has no
+        interior optimum (perfectly separated or one-class validation data).
+
+    Raises:
+        InvalidInputError: On mismatched shapes, an empty set, non-0/1 labels
+            or non-finite margins.
+    """
+    margins, labels = _as_margins(margins, labels)
+    best_log_t: dict[float, float] = {}
+
+    def profile(bias: float) -> float:
+        log_t, value = _golden_minimum(
+            lambda log_t: platt_nll(margins, labels, math.exp(log_t), bias),
+            *_LOG_T_RANGE,
+            tolerance,
+        )
+        best_log_t[bias] = log_t
+        return value
+
+    bias, _ = _golden_minimum(profile, *BIAS_RANGE, tolerance)
+    profile(bias)
+    return float(math.exp(best_log_t[bias])), float(bias)
 
 
 def bac_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

@@ -1,8 +1,9 @@
 """One evaluation end to end: resolve the model, score the patches, fit, measure.
 
-Order matters for honesty: the temperature and the BAC-optimal threshold are
-fitted on the *validation* patches only, then applied unchanged to the
-evaluated patches; nothing is tuned on the data being reported.
+Order matters for honesty: the calibration (temperature and logit bias) and
+the BAC-optimal threshold are fitted on the *validation* patches only, then
+applied unchanged to the evaluated patches; nothing is tuned on the data being
+reported.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from bcd.config import Settings, get_settings
 from bcd.errors import InvalidInputError
 from bcd.evaluation._bootstrap import bootstrap_metrics
 from bcd.evaluation._calibration import (
+    BIAS_RANGE,
     TEMPERATURE_RANGE,
     bac_optimal_threshold,
-    fit_temperature,
-    temperature_nll,
+    fit_platt,
+    platt_nll,
 )
 from bcd.evaluation._inference import RuntimeScorer, probabilities_from_margins
 from bcd.evaluation._patients import per_patient_results
@@ -37,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: Called with (stage, done, total); stages are "read", "validation" and "evaluate".
 Progress = Callable[[str, int, int], None]
-
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -121,26 +121,32 @@ def folder_patches(path: Path | str, progress: Progress | None = None) -> PatchS
     )
 
 
-def write_temperature(model_dir: Path, temperature: float, calibration: dict[str, Any]) -> None:
-    """Set ``temperature`` in a model folder's ``model.json`` (written aside, then renamed).
+def write_calibration(
+    model_dir: Path,
+    temperature: float,
+    bias: float,
+    threshold: float,
+    calibration: dict[str, Any],
+) -> None:
+    """Set ``temperature``, ``logit_bias`` and ``decision_threshold`` in a model
+    folder's ``model.json`` (written aside, then renamed).
 
     Args:
         model_dir: The model folder.
         temperature: The fitted temperature.
-        calibration: How it was fitted (recorded under ``calibration``).
+        bias: The fitted logit bias.
+        threshold: The decision threshold on the calibrated P(IDC) that serving uses.
+        calibration: How they were fitted (recorded under ``calibration``).
     """
     path = model_dir / MODEL_JSON
     document = json.loads(path.read_text(encoding="utf-8"))
     document["temperature"] = temperature
+    document["logit_bias"] = bias
+    document["decision_threshold"] = threshold
     document["calibration"] = calibration
     partial = path.with_name(f".{MODEL_JSON}.partial")
     partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, path)
-
-
-def _view_logits(margins: np.ndarray) -> np.ndarray:
-    """(V, N) margins -> (V, N, 2) logits ``[0, m]`` (softmax only sees differences)."""
-    return np.stack([np.zeros_like(margins), margins], axis=-1)
 
 
 def _score(
@@ -162,33 +168,43 @@ def _validation_findings(
     tta: bool,
     calibrate: bool,
     progress: Progress | None,
-) -> tuple[dict[str, Any], float]:
-    """Fit temperature (optionally) and the BAC-optimal threshold on validation patches."""
+) -> tuple[dict[str, Any], float, float]:
+    """Fit calibration (optionally) and the BAC-optimal threshold on validation patches.
+
+    Returns:
+        The findings, and the temperature and logit bias to score with.
+    """
     margins, _ = _score(scorer, validation, tta, "validation", progress)
-    temperature = scorer.temperature
+    temperature, bias = scorer.temperature, scorer.logit_bias
     findings: dict[str, Any] = {
         **validation.description,
         "patches": int(validation.labels.size),
         "patients": int(np.unique(validation.patient_ids).size),
         "previous_temperature": temperature,
+        "previous_logit_bias": bias,
         "fitted_temperature": None,
+        "fitted_logit_bias": None,
     }
     if calibrate:
-        logits = _view_logits(margins)
-        fitted = fit_temperature(logits, validation.labels)
-        if not TEMPERATURE_RANGE[0] * 1.01 < fitted < TEMPERATURE_RANGE[1] / 1.01:
+        fitted, fitted_bias = fit_platt(margins, validation.labels)
+        if not (
+            TEMPERATURE_RANGE[0] * 1.01 < fitted < TEMPERATURE_RANGE[1] / 1.01
+            and BIAS_RANGE[0] * 0.99 < fitted_bias < BIAS_RANGE[1] * 0.99
+        ):
             raise InvalidInputError(
-                f"the model separates the validation patches perfectly, so temperature scaling "
-                f"has no optimum (the fit ran to T = {fitted:.3g}); model.json was left as it "
-                "was — calibrate on a larger or harder validation set"
+                "the model separates the validation patches perfectly (or they hold one "
+                f"class), so calibration has no optimum (the fit ran to T = {fitted:.3g}, "
+                f"b = {fitted_bias:.3g}); model.json was left as it was — calibrate on a "
+                "larger or harder validation set"
             )
         findings.update(
             fitted_temperature=fitted,
-            nll_before=temperature_nll(logits, validation.labels, temperature),
-            nll_after=temperature_nll(logits, validation.labels, fitted),
+            fitted_logit_bias=fitted_bias,
+            nll_before=platt_nll(margins, validation.labels, temperature, bias),
+            nll_after=platt_nll(margins, validation.labels, fitted, fitted_bias),
         )
-        temperature = fitted
-    scores = probabilities_from_margins(margins, temperature)
+        temperature, bias = fitted, fitted_bias
+    scores = probabilities_from_margins(margins, temperature, bias)
     threshold, bac = bac_optimal_threshold(validation.labels, scores)
     findings.update(bac_optimal_threshold=threshold, bac_at_optimum=bac)
     shared = np.intersect1d(np.unique(validation.patient_ids), np.unique(evaluated.patient_ids))
@@ -199,7 +215,7 @@ def _validation_findings(
             "the fitted threshold is not independent of the result",
             shared.size,
         )
-    return findings, temperature
+    return findings, temperature, bias
 
 
 def evaluate(
@@ -231,9 +247,11 @@ def evaluate(
             temperature) on.
         validation_folder: A dataset-layout folder to fit them on instead.
         threshold: Decision threshold on P(IDC); default the BAC-optimal
-            validation threshold when validation data is given, else 0.5.
-        calibrate: Fit the temperature on the validation logits, use it, and
-            write it into the folder's ``model.json``.
+            validation threshold when validation data is given, else the
+            model's ``decision_threshold`` (0.5 unless calibrated).
+        calibrate: Fit the temperature and logit bias on the validation
+            margins (Platt scaling), use them, and write them with the
+            BAC-optimal threshold into the folder's ``model.json``.
         bootstrap: Patient-bootstrap replicates for the intervals.
         seed: Seed of the bootstrap.
         tta: Average the 8 dihedral views; ``None`` follows ``model.json``.
@@ -290,34 +308,37 @@ def evaluate(
     scorer = RuntimeScorer(target.model_dir, threads=threads)
     try:
         use_tta = scorer.default_tta if tta is None else tta
-        temperature = scorer.temperature
+        temperature, bias = scorer.temperature, scorer.logit_bias
+        model_threshold = scorer.decision_threshold
         findings = None
         if validation is not None:
-            findings, temperature = _validation_findings(
+            findings, temperature, bias = _validation_findings(
                 scorer, validation, evaluated, use_tta, calibrate, progress
             )
         margins, seconds = _score(scorer, evaluated, use_tta, "evaluate", progress)
         algorithm, class_names = scorer.spec.algorithm, scorer.spec.class_names
     finally:
         scorer.close()
-    scores = probabilities_from_margins(margins, temperature)
+    scores = probabilities_from_margins(margins, temperature, bias)
 
     if threshold is not None:
         used, source = float(threshold), "--threshold"
     elif findings is not None:
         used, source = findings["bac_optimal_threshold"], "BAC-optimal on the validation data"
     else:
-        used, source = DEFAULT_THRESHOLD, "default 0.5, no validation data given"
+        used, source = model_threshold, "the model's decision_threshold, no validation data"
 
     intervals = bootstrap_metrics(
         evaluated.labels, scores, evaluated.patient_ids, used, n_replicates=bootstrap, seed=seed
     )
     if calibrate and findings is not None:
-        write_temperature(
+        write_calibration(
             target.model_dir,
             temperature,
+            bias,
+            findings["bac_optimal_threshold"],
             {
-                "method": "temperature scaling, minimum validation NLL",
+                "method": "Platt scaling (temperature and logit bias), minimum validation NLL",
                 "validation": validation.description if validation else None,
                 "tta": use_tta,
                 "nll_before": findings["nll_before"],
@@ -325,7 +346,13 @@ def evaluate(
                 "bac_optimal_threshold": findings["bac_optimal_threshold"],
             },
         )
-        logger.info("wrote temperature %.4f into %s", temperature, target.model_dir / MODEL_JSON)
+        logger.info(
+            "wrote temperature %.4f, logit bias %.4f and threshold %.4f into %s",
+            temperature,
+            bias,
+            findings["bac_optimal_threshold"],
+            target.model_dir / MODEL_JSON,
+        )
     n = int(evaluated.labels.size)
     return EvaluationResult(
         model={
@@ -341,6 +368,7 @@ def evaluate(
         threshold=used,
         threshold_source=source,
         temperature=temperature,
+        logit_bias=bias,
         metrics=intervals,
         per_patient=per_patient_results(evaluated.labels, scores, evaluated.patient_ids, used),
         bootstrap={

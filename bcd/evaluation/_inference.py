@@ -1,8 +1,9 @@
 """Predictions through the serving runtime (ONNX Runtime), as a deployed model gives them.
 
-The runtime returns ``softmax(logits / T)`` with the temperature ``T`` of
-``model.json``. For two classes that is ``sigmoid(m / T)`` with the margin
-``m = z_IDC - z_noIDC``, so ``m = T * (log p_IDC - log p_noIDC)`` recovers the
+The runtime returns ``softmax(logits / T + [0, b])`` with the temperature ``T``
+and logit bias ``b`` of ``model.json``. For two classes that is
+``sigmoid(m / T + b)`` with the margin ``m = z_IDC - z_noIDC``, so
+``m = T * (log p_IDC - log p_noIDC - b)`` recovers the
 margin exactly (the runtime's softmax is float64). Keeping margins lets
 evaluation refit the temperature and recompute probabilities for any ``T``
 without running the model again. With test-time augmentation each of the 8
@@ -42,17 +43,20 @@ def dihedral_view(images: np.ndarray, flip: bool, turns: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(view, k=turns, axes=(1, 2)))
 
 
-def probabilities_from_margins(margins: np.ndarray, temperature: float) -> np.ndarray:
-    """P(IDC) from margins: ``sigmoid(m / T)`` averaged over the views.
+def probabilities_from_margins(
+    margins: np.ndarray, temperature: float, bias: float = 0.0
+) -> np.ndarray:
+    """P(IDC) from margins: ``sigmoid(m / T + b)`` averaged over the views.
 
     Args:
         margins: (V, N) margins of V views (V = 1 without TTA).
         temperature: T > 0.
+        bias: The logit bias b (Platt scaling); 0 for temperature scaling alone.
 
     Returns:
         (N,) float64 probabilities.
     """
-    scaled = np.asarray(margins, dtype=np.float64) / temperature
+    scaled = np.asarray(margins, dtype=np.float64) / temperature + bias
     # exp of a negative argument only, so large margins never overflow.
     positive = scaled >= 0
     exp_neg = np.exp(-np.abs(scaled))
@@ -93,6 +97,16 @@ class RuntimeScorer:
     def temperature(self) -> float:
         """The temperature in the model's ``model.json``."""
         return float(self.spec.temperature)
+
+    @property
+    def logit_bias(self) -> float:
+        """The logit bias in the model's ``model.json`` (0 when absent)."""
+        return float(self.spec.logit_bias)
+
+    @property
+    def decision_threshold(self) -> float:
+        """The decision threshold in the model's ``model.json`` (0.5 when absent)."""
+        return float(self.spec.decision_threshold)
 
     @property
     def default_tta(self) -> bool:
@@ -140,7 +154,7 @@ class RuntimeScorer:
                 probabilities = self.runtime.predict(view, tta=False)  # (n, 2) float64
                 clipped = np.clip(probabilities, 1e-300, 1.0)
                 margins[index, start : start + len(pixels)] = self.temperature * (
-                    np.log(clipped[:, 1]) - np.log(clipped[:, 0])
+                    np.log(clipped[:, 1]) - np.log(clipped[:, 0]) - self.logit_bias
                 )
             if progress is not None:
                 progress(min(start + chunk, total), total)

@@ -67,16 +67,17 @@ class EvaluationResult:
         model: What was evaluated (``source``, ``name``, ``model_dir``, ``algorithm``...).
         data: What it was evaluated on (``source``, ``split``, ``fingerprint``...).
         labels: (N,) 0/1 ground truth of the evaluated patches.
-        scores: (N,) predicted P(IDC) after temperature scaling.
+        scores: (N,) predicted P(IDC) after calibration.
         patient_ids: (N,) patient of each patch.
         threshold: The decision threshold the metrics use.
         threshold_source: Where it came from (``"--threshold"``, ``"validation"``, ``"default"``).
         temperature: The temperature the probabilities were computed with.
+        logit_bias: The logit bias they were computed with (Platt scaling).
         metrics: Metric name -> point estimate with its patient-bootstrap interval.
         per_patient: One row per patient.
         bootstrap: Replicates, seed, confidence and method of the intervals.
         validation: The validation-split findings (BAC-optimal threshold,
-            fitted temperature), or ``None`` when no validation data was used.
+            fitted calibration), or ``None`` when no validation data was used.
         tta: Whether the 8 dihedral views were averaged.
         xs: (N,) patch x coordinates, when known.
         ys: (N,) patch y coordinates, when known.
@@ -102,6 +103,7 @@ class EvaluationResult:
     class_names: tuple[str, str] = ("no IDC", "IDC")
     created: str = ""
     plots: dict[str, str] = field(default_factory=dict)
+    logit_bias: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``report.json`` (no patch-level arrays)."""
@@ -120,6 +122,7 @@ class EvaluationResult:
             },
             "tta": self.tta,
             "temperature": self.temperature,
+            "logit_bias": self.logit_bias,
             "threshold": {"value": self.threshold, "source": self.threshold_source},
             "validation": self.validation,
             "bootstrap": self.bootstrap,
@@ -172,7 +175,8 @@ def render_markdown(result: EvaluationResult) -> str:
         f"{data['patients']} patients, {data['patches']} patches, "
         f"{data['idc_patches']} IDC ({_format(data['idc_fraction'], 3)})",
         f"- **Model**: `{model.get('model_dir')}` (algorithm {model.get('algorithm', '?')}), "
-        f"temperature {result.temperature:g}, test-time augmentation "
+        f"temperature {result.temperature:g}, logit bias {result.logit_bias:g}, "
+        "test-time augmentation "
         f"{'on (8 dihedral views averaged)' if result.tta else 'off'}" + _throughput(model),
         f"- **Threshold**: a patch is called IDC when P(IDC) ≥ {result.threshold:.4f} "
         f"({result.threshold_source})",
@@ -232,9 +236,11 @@ def render_markdown(result: EvaluationResult) -> str:
         )
         if validation.get("fitted_temperature") is not None:
             lines.append(
-                f"- Temperature fitted on the validation logits (minimum NLL): "
-                f"{validation['fitted_temperature']:.4f} (was "
-                f"{validation['previous_temperature']:g})."
+                f"- Calibration fitted on the validation margins (Platt scaling, minimum "
+                f"NLL): temperature {validation['fitted_temperature']:.4f} (was "
+                f"{validation['previous_temperature']:g}), logit bias "
+                f"{validation.get('fitted_logit_bias') or 0:.4f} (was "
+                f"{validation.get('previous_logit_bias') or 0:g})."
             )
     else:
         lines.append("- No validation data was given, so no BAC-optimal threshold was fitted.")

@@ -120,6 +120,14 @@ def validate_model_json(document: Any, source: str) -> dict[str, Any]:
     temperature = document.get("temperature", 1.0)
     if not isinstance(temperature, int | float) or temperature <= 0:
         raise fail(f"temperature must be a positive number, not {temperature!r}")
+    bias = document.get("logit_bias", 0.0)
+    if isinstance(bias, bool) or not isinstance(bias, int | float) or not abs(bias) < 1e6:
+        raise fail(f"logit_bias must be a finite number, not {bias!r}")
+    threshold = document.get("decision_threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise fail(f"decision_threshold must be a number in (0, 1), not {threshold!r}")
+    if not 0.0 < threshold < 1.0:
+        raise fail(f"decision_threshold must be a number in (0, 1), not {threshold!r}")
     onnx = document.get("onnx")
     if not isinstance(onnx, dict):
         raise fail("'onnx' must be an object with file, input_name and output_name")

@@ -35,6 +35,9 @@ class ModelSpec:
         pad_value: Pixel value used to pad patches smaller than the input.
         class_names: One name per logit.
         temperature: Logits are divided by this before the softmax.
+        logit_bias: Added to the IDC logit after the temperature (Platt
+            scaling): ``P(IDC) = sigmoid((z1 − z0) / T + b)``.
+        decision_threshold: Cancer is detected when ``P(IDC) >= this``.
         tta: Whether test-time augmentation is on by default.
         algorithm: The algorithm that trained the model.
     """
@@ -54,6 +57,8 @@ class ModelSpec:
     temperature: float
     tta: bool
     algorithm: str
+    logit_bias: float = 0.0
+    decision_threshold: float = 0.5
 
 
 def _field(document: dict[str, Any], path: str, expected: type | tuple[type, ...]) -> Any:
@@ -114,6 +119,20 @@ def load_model_spec(directory: Path | str) -> ModelSpec:
     temperature = float(document.get("temperature", 1.0))
     if not temperature > 0:
         raise InvalidInputError(f"model.json temperature must be > 0, got {temperature}")
+    logit_bias = document.get("logit_bias", 0.0)
+    if isinstance(logit_bias, bool) or not isinstance(logit_bias, int | float):
+        raise InvalidInputError(f"model.json logit_bias must be a number, got {logit_bias!r}")
+    if not abs(logit_bias) < 1e6:
+        raise InvalidInputError(f"model.json logit_bias must be finite, got {logit_bias}")
+    threshold = document.get("decision_threshold", 0.5)
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0.0 < threshold < 1.0
+    ):
+        raise InvalidInputError(
+            f"model.json decision_threshold must be a number in (0, 1), got {threshold!r}"
+        )
     scale = float(document["input"].get("scale", 255.0))
     pad_value = int(document["input"].get("pad_value", 255))
     if not 0 <= pad_value <= 255 or scale <= 0:
@@ -134,4 +153,6 @@ def load_model_spec(directory: Path | str) -> ModelSpec:
         temperature=temperature,
         tta=bool(document.get("tta", False)),
         algorithm=str(document.get("algorithm", "unknown")),
+        logit_bias=float(logit_bias),
+        decision_threshold=float(threshold),
     )

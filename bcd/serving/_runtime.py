@@ -28,9 +28,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / temperature)`` over the last axis, numerically stable."""
+def softmax(logits: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """``softmax(logits / temperature + [0, …, 0, bias])`` over the last axis, stable.
+
+    ``bias`` is added to the last (IDC) logit: for two classes
+    ``P(IDC) = sigmoid((z1 − z0) / T + b)``, Platt scaling.
+    """
     scaled = logits.astype(np.float64) / temperature  # (N, K)
+    if bias:
+        scaled[..., -1] += bias
     scaled -= scaled.max(axis=-1, keepdims=True)
     exponentials = np.exp(scaled)
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
@@ -129,7 +135,7 @@ class ModelRuntime:
         )  # (N, 2)
         if logits.shape != (len(batch), 2):
             raise RuntimeError(f"the model returned logits of shape {logits.shape}")
-        return softmax(logits, self.spec.temperature)
+        return softmax(logits, self.spec.temperature, self.spec.logit_bias)
 
     def warm(self) -> None:
         """Run each session once at batch 1 and at full batch size, so the first

@@ -29,18 +29,23 @@ _INLINE_DECODE_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Invocation:
-    """The answer to one request: probabilities ``(N, 2)`` and who produced them."""
+    """The answer to one request: probabilities ``(N, 2)``, who produced them, and the
+    decision threshold on P(IDC) of that model."""
 
     endpoint: str
     model: str
     variant: str
     probabilities: np.ndarray
+    threshold: float = 0.5
 
     def predictions(self) -> list[dict[str, object]]:
-        """One dict per image: probabilities, predicted class, verdict and message."""
+        """One dict per image: probabilities, predicted class, verdict and message.
+
+        Cancer is detected when P(IDC) reaches the model's ``decision_threshold``.
+        """
         rows = []
         for p0, p1 in self.probabilities.tolist():
-            detected = p1 > p0
+            detected = p1 >= self.threshold
             rows.append(
                 {
                     "probabilities": [p0, p1],
@@ -136,7 +141,13 @@ class InferenceService:
                 self._record(endpoint, variant, len(images), started, failed=True)
                 raise
             self._record(endpoint, variant, len(images), started, failed=False)
-        return Invocation(endpoint, variant.model_name, variant.name, probabilities)
+        return Invocation(
+            endpoint,
+            variant.model_name,
+            variant.name,
+            probabilities,
+            variant.runtime.spec.decision_threshold,
+        )
 
     def invoke_sync(
         self,
@@ -170,4 +181,10 @@ class InferenceService:
                 self._record(endpoint, variant, len(images), started, failed=True)
                 raise
             self._record(endpoint, variant, len(images), started, failed=False)
-        return Invocation(endpoint, variant.model_name, variant.name, probabilities)
+        return Invocation(
+            endpoint,
+            variant.model_name,
+            variant.name,
+            probabilities,
+            variant.runtime.spec.decision_threshold,
+        )

@@ -10,7 +10,10 @@ from bcd.errors import InvalidInputError
 from bcd.evaluation import (
     bac_optimal_threshold,
     calibration_curve,
+    fit_platt,
     fit_temperature,
+    platt_nll,
+    probabilities_from_margins,
     softmax,
     temperature_nll,
 )
@@ -108,3 +111,58 @@ def test_calibration_curve_bins() -> None:
     assert mean_score[0] == pytest.approx(0.055)
     assert fraction[0] == pytest.approx(0.5)
     assert np.isnan(fraction[5])
+
+
+def _shifted(temperature: float, bias: float, n: int = 20000, seed: int = 1):
+    """Margins whose labels follow sigmoid(margin / temperature + bias)."""
+    rng = np.random.default_rng(seed)
+    margins = rng.normal(1.0, 4, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-(margins / temperature + bias)))).astype(int)
+    return margins, labels
+
+
+@pytest.mark.parametrize(("true_t", "true_b"), [(1.0, 0.0), (2.0, -1.0), (0.7, 1.5)])
+def test_platt_fit_recovers_the_generating_temperature_and_bias(
+    true_t: float, true_b: float
+) -> None:
+    margins, labels = _shifted(true_t, true_b)
+    temperature, bias = fit_platt(margins, labels)
+    assert temperature == pytest.approx(true_t, rel=0.08)
+    assert bias == pytest.approx(true_b, abs=0.1)
+
+
+def test_platt_fit_is_the_nll_minimum_and_beats_temperature_alone() -> None:
+    margins, labels = _shifted(1.5, -1.2)
+    temperature, bias = fit_platt(margins, labels)
+    best = platt_nll(margins, labels, temperature, bias)
+    for dt in (0.9, 1.1):
+        for db in (-0.1, 0.0, 0.1):
+            assert best <= platt_nll(margins, labels, temperature * dt, bias + db) + 1e-9
+    # A shift is exactly what temperature alone cannot fix.
+    alone = fit_temperature(margins, labels)
+    assert best < platt_nll(margins, labels, alone, 0.0) - 0.01
+
+
+def test_platt_nll_matches_sklearn_and_averages_views() -> None:
+    margins, labels = _shifted(2.0, 0.5, n=500)
+    probabilities = probabilities_from_margins(margins[None], 2.0, 0.5)
+    assert platt_nll(margins, labels, 2.0, 0.5) == pytest.approx(
+        skm.log_loss(labels, probabilities), rel=1e-9
+    )
+    views = np.stack([margins, margins + 1.0])
+    mean = probabilities_from_margins(views, 2.0, 0.5)
+    assert platt_nll(views, labels, 2.0, 0.5) == pytest.approx(skm.log_loss(labels, mean), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("margins", "labels", "message"),
+    [
+        (np.zeros(3), np.array([0, 1]), "do not match"),
+        (np.zeros(0), np.zeros(0), "no validation"),
+        (np.zeros(2), np.array([0, 2]), "0/1 labels"),
+        (np.array([0.0, np.nan]), np.array([0, 1]), "NaN"),
+    ],
+)
+def test_bad_platt_inputs_are_rejected(margins, labels, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        fit_platt(margins, labels)

@@ -15,7 +15,7 @@ from bcd.evaluation import (
     bac_optimal_threshold,
     dataset_patches,
     evaluate,
-    fit_temperature,
+    fit_platt,
     folder_patches,
     point_metrics,
 )
@@ -108,13 +108,24 @@ def test_calibrate_fits_on_validation_and_writes_model_json(
     )
     patches = folder_patches(validation)
     probabilities = _runtime_probabilities(tiny_model, patches.images)
-    # The runtime now applies the new temperature, so recover margins with it.
+    # The runtime now applies the new temperature and bias; recover margins with them.
     document = json.loads((tiny_model / "model.json").read_text())
-    written = document["temperature"]
-    margins = written * np.log(probabilities / (1 - probabilities))
-    assert written == pytest.approx(fit_temperature(margins, patches.labels), rel=1e-4)
-    assert written == pytest.approx(result.temperature)
+    written, bias = document["temperature"], document["logit_bias"]
+    margins = written * (np.log(probabilities / (1 - probabilities)) - bias)
+    refit = fit_platt(margins, patches.labels)
+    assert written == pytest.approx(refit[0], rel=1e-3)
+    assert bias == pytest.approx(refit[1], abs=1e-3)
+    assert (written, bias) == pytest.approx((result.temperature, result.logit_bias))
     assert document["calibration"]["nll_after"] < document["calibration"]["nll_before"]
+    # Serving decides with the threshold fitted on the calibrated validation scores,
+    # and a later evaluation without validation data uses that same threshold.
+    assert document["decision_threshold"] == pytest.approx(
+        result.validation["bac_optimal_threshold"]
+    )
+    later = evaluate(str(tiny_model), data_folder=evaluated, bootstrap=0)
+    assert later.threshold == pytest.approx(document["decision_threshold"])
+    assert "decision_threshold" in later.threshold_source
+    np.testing.assert_allclose(later.scores, result.scores, atol=1e-6)
     # The tiny model is over-confident on real patches: calibration lowers ECE
     # and log loss on the held-out patients and leaves the ranking alone.
     assert result.metrics["ece"].value < before.metrics["ece"].value
