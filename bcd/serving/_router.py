@@ -380,7 +380,14 @@ class EndpointRouter:
                     "ModelName": variant.model_name,
                     "CurrentInstanceCount": variant.instance_count,
                     "CurrentWeight": variant.weight,
+                    # The loaded model's P(IDC) cut-off (model.json); None until loaded.
+                    "DecisionThreshold": self._threshold(loaded, variant.variant_name),
                 }
                 for variant in (serving or spec).variants
             ],
         }
+
+    @staticmethod
+    def _threshold(loaded: LoadedEndpoint | None, variant: str) -> float | None:
+        runtime = loaded.variants.get(variant) if loaded else None
+        return runtime.runtime.spec.decision_threshold if runtime else None

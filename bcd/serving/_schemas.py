@@ -35,6 +35,7 @@ class InvocationResponse(BaseModel):
                 ],
                 "model": "idc-cnn-v1",
                 "variant": "AllTraffic",
+                "threshold": 0.5,
                 "probabilities": [0.08, 0.92],
                 "predicted_class": 1,
                 "cancer_detected": True,
@@ -46,6 +47,9 @@ class InvocationResponse(BaseModel):
     predictions: list[Prediction]
     model: str
     variant: str
+    threshold: float = Field(
+        0.5, description="the model's decision threshold: cancer is detected when P(IDC) >= it"
+    )
     probabilities: list[float] | None = None
     predicted_class: int | None = None
     cancer_detected: bool | None = None

@@ -63,6 +63,7 @@ class Invocation:
             "predictions": predictions,
             "model": self.model,
             "variant": self.variant,
+            "threshold": self.threshold,
         }
         if len(predictions) == 1:
             document.update(predictions[0])

@@ -77,3 +77,16 @@ def test_the_decision_follows_the_models_threshold(
         headers={**headers, "Accept": "text/plain"},
     )
     assert text.text == "Cancer not detected"
+
+
+def test_responses_and_endpoint_descriptions_state_the_threshold(
+    tmp_path: Path, make_client: Callable[..., TestClient], idc_png: bytes
+) -> None:
+    model = write_tiny_model(tmp_path / "m", extra={"decision_threshold": 0.25})
+    client = make_client(source=InMemoryEndpointSource([endpoint_spec("ep", [("v", model, 1.0)])]))
+    document = client.post(
+        "/predict-breast-cancer", content=idc_png, headers={"Content-Type": "image/png"}
+    ).json()
+    assert document["threshold"] == 0.25
+    described = client.get("/endpoints/ep").json()
+    assert described["ProductionVariants"][0]["DecisionThreshold"] == 0.25

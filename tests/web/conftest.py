@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 ENDPOINT = "bcd-web-test"
+CALIBRATED_ENDPOINT = "bcd-web-calibrated"
+CALIBRATED_THRESHOLD = 0.3
 
 
 def _free_port() -> int:
@@ -58,6 +60,27 @@ def _register_tiny_endpoint(home: Path) -> None:
         ],
     )
     client.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="tiny-config")
+    # The same weights calibrated to a lower decision threshold (model.json).
+    calibrated = write_tiny_model(
+        home.parent / "tiny-calibrated", extra={"decision_threshold": CALIBRATED_THRESHOLD}
+    )
+    client.create_model(
+        ModelName="tiny-calibrated", PrimaryContainer={"ModelDataUrl": str(calibrated)}
+    )
+    client.create_endpoint_config(
+        EndpointConfigName="tiny-calibrated-config",
+        ProductionVariants=[
+            {
+                "VariantName": "main",
+                "ModelName": "tiny-calibrated",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    )
+    client.create_endpoint(
+        EndpointName=CALIBRATED_ENDPOINT, EndpointConfigName="tiny-calibrated-config"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import screenshot
+from tests.web.conftest import CALIBRATED_ENDPOINT, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +44,25 @@ def test_idc_patch_shows_cancer_detected(page: Any, shared_data: Path) -> None:
     page.locator("#threshold").fill("0.2")
     assert "Cancer detected" in rows.nth(2).inner_text()
     assert "2 called IDC" in page.locator("#patch-summary").inner_text()
+
+
+def test_threshold_follows_the_models_calibration_until_moved(page: Any, shared_data: Path) -> None:
+    assert page.locator("#threshold-value").inner_text() == "0.500"
+    page.get_by_text("Connection").click()
+    page.locator("#endpoint").fill(CALIBRATED_ENDPOINT)
+    page.locator("#endpoint").dispatch_event("change")
+    page.set_input_files("#file-input", str(shared_data / BORDERLINE_PATCH))
+    row = page.locator("#patch-rows tr").first
+    row.wait_for()
+    # model.json says 0.3, so the borderline patch (about 0.36) is called IDC.
+    assert page.locator("#threshold-value").inner_text() == "0.300"
+    assert "Cancer detected" in row.inner_text()
+    page.locator("#threshold").fill("0.5")
+    assert "Cancer not detected" in row.inner_text()
+    # Once the user has chosen, new results keep the user's threshold.
+    page.set_input_files("#file-input", str(shared_data / BORDERLINE_PATCH))
+    page.get_by_text("Analysed 1 of 1 patches.").wait_for()
+    assert page.locator("#threshold-value").inner_text() == "0.500"
 
 
 def test_corrupt_file_shows_clear_error(page: Any, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ _EXAMPLE = {
             "ModelName": "idc-cnn-v1",
             "CurrentInstanceCount": 1,
             "CurrentWeight": 1.0,
+            "DecisionThreshold": 0.5,
         }
     ],
 }

@@ -22,6 +22,8 @@ const PATCH_MAX_SIDE = 64;
 
 const state = {
   patchResults: [],
+  // Until the user moves the slider it follows the model's own decision threshold.
+  thresholdTouched: false,
   currentCase: null,
   viewToken: 0,
 };
@@ -29,6 +31,18 @@ let viewer = null;
 
 function threshold() {
   return Number($("threshold").value);
+}
+
+function showThreshold() {
+  $("threshold-value").textContent = threshold().toFixed(3);
+}
+
+// Adopt the threshold the model was calibrated with, unless the user chose one.
+function adoptModelThreshold(results) {
+  const scored = results.find((result) => typeof result.threshold === "number");
+  if (state.thresholdTouched || !scored) return;
+  $("threshold").value = String(scored.threshold);
+  showThreshold();
 }
 
 function endpoint() {
@@ -95,6 +109,7 @@ async function runPatches(files) {
     state.patchResults = await classifyPatches(files, endpoint(), (done, total) =>
       setStatus(`Analysing patches… ${done} of ${total}`),
     );
+    adoptModelThreshold(state.patchResults);
     renderPatches(state.patchResults, threshold(), $("patch-rows"), $("patch-summary"));
     const failed = state.patchResults.filter((result) => result.error);
     setStatus(`Analysed ${files.length - failed.length} of ${files.length} patches.`);
@@ -287,7 +302,8 @@ function bindControls() {
   endpointInput.value = localStorage.getItem("bcd.endpoint") || "";
   endpointInput.addEventListener("change", () => localStorage.setItem("bcd.endpoint", endpointInput.value.trim()));
   $("threshold").addEventListener("input", () => {
-    $("threshold-value").textContent = threshold().toFixed(2);
+    state.thresholdTouched = true;
+    showThreshold();
     if (state.patchResults.length) renderPatches(state.patchResults, threshold(), $("patch-rows"), $("patch-summary"));
   });
   $("opacity").addEventListener("input", () => {

@@ -22,6 +22,7 @@ async function score(files, endpoint) {
   return predictions.map((prediction) => ({
     probability: prediction.probabilities[1],
     model: document.model,
+    threshold: document.threshold,
   }));
 }
 
