@@ -2,20 +2,31 @@
 
 For each algorithm it prints images/s of
 
-- ``bare``: a plain loop (forward, loss, backward, optimizer step) over
-  in-memory float tensors already normalised, no data path at all;
+- ``bare``: forward, loss, backward and optimiser step over in-memory float
+  tensors, already normalised, in the memory layout the trainer feeds the model
+  (``bcd.algorithms.training.input_memory_format``), with the trainer's own
+  model, optimiser (``make_optimizer``: same kind, weight decay and update
+  kernel), class-weighted loss and torch thread count; no data path, no
+  shuffling, no augmentation, no metric sums;
 - ``job``: a real training job (``bcd.jobs``: supervisor, child process,
-  packed-shard reads, batching, normalisation, metric scraping), taken from the
-  trainer's per-epoch ``train:throughput`` metric (median of epochs after the
-  first);
+  instance-metric sampling, metric scraping) with the same hyperparameters and
+  ``BCD_NUM_THREADS``, taken from the trainer's per-epoch ``train:throughput``
+  metric (median of epochs after the first). That metric times the training
+  loop only: shuffled batch reads from the packed split, uint8 -> float,
+  augmentation (none by default), normalisation, the step and the running loss
+  and accuracy sums. Validation, checkpoints and metric lines between epochs
+  are not counted;
 - ``job end-to-end``: training images x epochs / the job's whole training time
   (process start, torch import, validation, checkpoints, ONNX export
   included), for information;
 
 and the ratio job / bare (target >= 0.9: the data path is not the bottleneck).
-The bare loop makes as many passes before the job as after it, so load from
-other processes on a shared machine hits both sides alike; medians and
-best-of-N are both printed (best-of is the steadier one under load).
+With ``--augmentation`` other than ``none`` the job also pays for augmentation
+and the bare loop does not; the output says so. The bare loop makes as many
+passes before the job as after it, so load from other processes on a shared
+machine hits both sides alike; medians and best-of-N are both printed
+(best-of is the steadier one under load). The bench polls the job's status
+every 2 s, so its own polling barely competes with the job for the CPU.
 
     .venv/bin/python bench/train_bench.py [--algorithms cnn,image-classification]
         [--patients 12] [--epochs 3] [--batch 128] [--threads 2] [--augmentation none]
@@ -35,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+POLL_S = 2.0
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "IDC_regular_ps50_idx5"
 
 
@@ -54,25 +66,34 @@ def make_dataset(settings, patients: int) -> str:  # type: ignore[no-untyped-def
 
 
 def bare_loop(algorithm: str, hyperparameters: dict[str, str], settings, threads: int) -> float:  # type: ignore[no-untyped-def]
-    """Images/s of forward+backward+step over in-memory tensors (one pass, after warm-up)."""
+    """Images/s of forward+loss+backward+step over in-memory tensors (one pass, after warm-up).
+
+    Everything that the trainer does per step besides its data path is the
+    trainer's own: model, optimiser, class-weighted loss, input memory layout.
+    """
     import numpy as np
     import torch
 
     from bcd.algorithms import get_algorithm
+    from bcd.algorithms.augment import normalize
     from bcd.algorithms.models import build_model
+    from bcd.algorithms.training import class_weights, input_memory_format, make_optimizer
     from bcd.data import open_split
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     values = get_algorithm(algorithm).validate_hyperparameters(hyperparameters)
+    torch.manual_seed(int(values["seed"]))
     split = open_split("bench", "train", settings)
-    images = torch.from_numpy(np.array(split.images)).permute(0, 3, 1, 2).float()
-    images = (images / 255.0 - 0.5) / 0.25  # (N, 3, 50, 50)
-    labels = torch.from_numpy(split.labels)
+    mean, std = (torch.tensor(stat, dtype=torch.float32) for stat in split.channel_stats())
+    images = torch.from_numpy(np.array(split.images)).permute(0, 3, 1, 2)  # (N, 3, 50, 50) uint8
+    layout = input_memory_format(torch.device("cpu"))
+    images = normalize(images, mean, std).contiguous(memory_format=layout)  # (N, 3, 50, 50)
+    labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
     model = build_model(algorithm, values)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(values["learning_rate"]))
-    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = make_optimizer(values["optimizer"], model.parameters(), values)
+    weights = class_weights(values["class_weights"], labels.numpy(), int(values["num_classes"]))
+    criterion = torch.nn.CrossEntropyLoss(weight=weights)
     batch = int(values["mini_batch_size"])
 
     def step(start: int) -> None:
@@ -92,8 +113,9 @@ def bare_loop(algorithm: str, hyperparameters: dict[str, str], settings, threads
 def job_path(
     algorithm: str,
     hyperparameters: dict[str, str],
-    settings,
-    name: str,  # type: ignore[no-untyped-def]
+    settings,  # type: ignore[no-untyped-def]
+    name: str,
+    threads: int,
 ) -> tuple[float, float, list[float]]:
     """Run a real job; returns (median epoch img/s after the first, end-to-end img/s, all)."""
     from bcd.data import open_split
@@ -109,10 +131,11 @@ def job_path(
                 {"ChannelName": "train", "Uri": "dataset://bench/train"},
                 {"ChannelName": "validation", "Uri": "dataset://bench/validation"},
             ],
+            "Environment": {"BCD_NUM_THREADS": str(threads)},
         }
     )
     while service.describe(name)["TrainingJobStatus"] in ("InProgress", "Stopping"):
-        time.sleep(0.5)
+        time.sleep(POLL_S)
     job = service.describe(name)
     if job["TrainingJobStatus"] != "Completed":
         raise SystemExit(f"job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason')}")
@@ -147,6 +170,17 @@ def main() -> None:
             f"data: {source}, {count} training patches; batch {args.batch}, "
             f"{args.threads} threads, augmentation {args.augmentation}"
         )
+        print(
+            "compared: bare = step only (trainer's model, optimiser, weighted loss, input "
+            "layout) on normalised in-memory tensors; job = trainer's training loop "
+            "(batch reads, uint8->float, augmentation, normalisation, step, loss sums), "
+            "validation and checkpoints not counted"
+        )
+        if args.augmentation != "none":
+            print(
+                f"note: the job augments ({args.augmentation}) and the bare loop does not; "
+                "the ratio includes the augmentation's cost"
+            )
         for algorithm in args.algorithms.split(","):
             hyperparameters = {
                 "epochs": str(args.epochs),
@@ -162,7 +196,7 @@ def main() -> None:
                 for _ in range(args.epochs)
             ]
             steady, end_to_end, per_epoch = job_path(
-                algorithm, hyperparameters, settings, f"bench-{algorithm}"
+                algorithm, hyperparameters, settings, f"bench-{algorithm}", args.threads
             )
             bare_runs += [
                 bare_loop(algorithm, hyperparameters, settings, args.threads)

@@ -3,8 +3,8 @@
 The supervisor (``python -m bcd.jobs.supervisor NAME``) runs in its own session
 (process group), with stdin closed and its output in the job folder, so the
 caller may exit at once, and a crash of either side never takes the other down.
-A process is identified by its pid *and* its start time, so a pid reused after
-a reboot is never mistaken for the job's supervisor.
+The supervisor is identified by its pid *and* its start time
+(:mod:`bcd._process`), so a pid reused after a reboot is never mistaken for it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-import psutil
-
+from bcd._process import is_alive, process_start_time
 from bcd.config import Settings
 
 SUPERVISOR_LOG = "supervisor.log"
@@ -70,28 +69,6 @@ def start_supervisor(name: str, workdir: Path, settings: Settings) -> tuple[int,
     # zombie lingers; a caller that exits first hands it to init.
     threading.Thread(target=_reap, args=(process,), daemon=True).start()
     return process.pid, process_start_time(process.pid) or 0.0
-
-
-def process_start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or ``None`` if gone."""
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-def is_alive(pid: int | None, start_time: float | None) -> bool:
-    """Whether the process ``pid`` that started at ``start_time`` still runs."""
-    if pid is None:
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = process.create_time()
-    except psutil.Error:
-        return False
-    return start_time is None or abs(started - start_time) < 1.0
 
 
 def signal_process(pid: int | None, start_time: float | None, signum: int) -> bool:

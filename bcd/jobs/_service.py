@@ -14,13 +14,14 @@ import shutil
 import time
 from typing import Any
 
+from bcd._process import is_alive
 from bcd.config import Settings, get_settings
 from bcd.db import utcnow
 from bcd.errors import ConflictError, InvalidInputError
 from bcd.jobs import _store
 from bcd.jobs._algorithms import prepare
 from bcd.jobs._channels import check_channel
-from bcd.jobs._launcher import is_alive, job_dir, start_supervisor, terminate, this_host
+from bcd.jobs._launcher import job_dir, start_supervisor, terminate, this_host
 from bcd.jobs._spec import PROGRAM_HP, SCRIPT_ALGORITHM, SOURCE_DIR_HP, JobSpec, parse_request
 from bcd.jobs._tables import TrainingJobRecord
 from bcd.storage import FsspecArtifactStore, artifact_store

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from bcd._process import is_alive, process_start_time
 from bcd.config import Settings
 from bcd.db import session_scope, utcnow
 from bcd.errors import BcdError, ConflictError, InvalidInputError, NotFoundError
@@ -51,25 +52,20 @@ class _Cancelled(Exception):
 
 
 def _process_identity() -> str:
-    import psutil
-
-    started = psutil.Process().create_time()
+    started = process_start_time() or 0.0
     return f"{socket.gethostname()}:{os.getpid()}:{started:.0f}"[:128]
 
 
 def _process_alive(worker: str | None) -> bool:
     """Whether the process named by a ``worker`` string is still running here."""
-    import psutil
-
     if not worker:
         return False
     try:
         host, pid, started = worker.rsplit(":", 2)
         if host != socket.gethostname()[: len(host)]:
             return True  # another machine's worker: not ours to judge
-        process = psutil.Process(int(pid))
-        return f"{process.create_time():.0f}" == started
-    except (ValueError, psutil.Error):
+        return is_alive(int(pid), float(started))
+    except ValueError:
         return False
 
 

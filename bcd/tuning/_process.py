@@ -17,8 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-import psutil
-
+from bcd._process import is_alive, process_start_time
 from bcd.config import Settings
 from bcd.db import utcnow
 
@@ -34,8 +33,7 @@ def tuning_dir(settings: Settings, name: str) -> Path:
 
 def this_worker() -> str:
     """The identity of this process as a tuning worker: ``host/pid/start-time``."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{psutil.Process(pid).create_time():.2f}"
+    return f"{socket.gethostname()}/{os.getpid()}/{process_start_time() or 0.0:.2f}"
 
 
 def worker_alive(worker: str, heartbeat: dt.datetime | None) -> bool:
@@ -48,11 +46,8 @@ def worker_alive(worker: str, heartbeat: dt.datetime | None) -> bool:
         heartbeat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=dt.UTC)
         return utcnow() - heartbeat < STALE_AFTER
     try:
-        process = psutil.Process(int(pid_text))
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(process.create_time() - float(start_text)) < 1.0
-    except (psutil.Error, ValueError):
+        return is_alive(int(pid_text), float(start_text))
+    except ValueError:
         return False
 
 

@@ -55,6 +55,41 @@ def test_optimizers_take_sagemaker_names(name: str, cls: type, check: dict) -> N
     assert group["lr"] == 0.01 and all(group[key] == value for key, value in check.items())
 
 
+@pytest.mark.parametrize(
+    ("name", "kernel"),
+    [("sgd", "fused"), ("nag", "fused"), ("adam", "fused"), ("rmsprop", "foreach")],
+)
+def test_optimizers_update_with_one_fused_or_multi_tensor_kernel(name: str, kernel: str) -> None:
+    model = SmallCNN()
+    optimizer = make_optimizer(name, model.parameters(), {**OPTIMIZER_HPS, "weight_decay": 1e-4})
+    assert optimizer.param_groups[0][kernel] is True
+    reference = SmallCNN()
+    reference.load_state_dict(model.state_dict())
+    if name == "adam":
+        plain: torch.optim.Optimizer = torch.optim.Adam(
+            reference.parameters(), lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=1e-4
+        )
+    elif name == "rmsprop":
+        plain = torch.optim.RMSprop(
+            reference.parameters(), lr=0.01, alpha=0.95, eps=1e-7, momentum=0.9, weight_decay=1e-4
+        )
+    else:
+        plain = torch.optim.SGD(
+            reference.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=name == "nag"
+        )
+    images = torch.randn(8, 3, 50, 50).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([0, 1] * 4)
+    for net, opt in ((model, optimizer), (reference, plain)):
+        net.eval()  # no dropout: both see the same function
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(net(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[key], rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_optimizer_lists_valid_ones() -> None:
     with pytest.raises(InvalidInputError, match="sgd, adam, rmsprop, nag"):
         make_optimizer("lion", [torch.nn.Parameter(torch.zeros(1))], OPTIMIZER_HPS)
@@ -194,6 +229,39 @@ def test_training_stops_between_batches_when_asked() -> None:
         should_stop=lambda: calls.append(1) or len(calls) >= 2,
     )
     assert result.stopped and result.images == 32
+
+
+class _LayoutProbe(torch.nn.Module):
+    """Records whether each input batch is channels_last; returns constant-ish logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.layouts: list[bool] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(images.is_contiguous(memory_format=torch.channels_last))
+        return self.linear(images.mean(dim=(2, 3)))  # (B, 2)
+
+
+def test_cpu_training_and_evaluation_feed_channels_last_batches() -> None:
+    train = _channel(48)
+    probe = _LayoutProbe()
+    mean, std, cpu = torch.tensor(train.mean), torch.tensor(train.std), torch.device("cpu")
+    for augmentation in ("none", "crop_color_transform"):
+        train_one_epoch(
+            probe,
+            torch.optim.SGD(probe.parameters(), lr=0.01),
+            torch.nn.CrossEntropyLoss(),
+            BatchLoader(train, 16, shuffle=True),
+            0,
+            augmenter=BatchAugmenter(augmentation, (50, 50), torch.Generator().manual_seed(0)),
+            mean=mean,
+            std=std,
+            device=cpu,
+        )
+    evaluate(probe, train, batch_size=32, mean=mean, std=std, device=cpu, image_size=(50, 50))
+    assert len(probe.layouts) == 3 + 3 + 2 and all(probe.layouts)
 
 
 def _state(epoch: int) -> dict:

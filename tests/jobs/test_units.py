@@ -211,3 +211,55 @@ def test_unique_job_names_are_valid_and_distinct() -> None:
     for name in names:
         assert validate_name(name) == name
     assert validate_name(unique_job_name("x" * 80 + "_!"))
+
+
+_AUTOGROUP_PROBE = """
+import os, sys
+os.nice(int(sys.argv[1]))
+from bcd.jobs.supervisor import keep_caller_priority
+given = keep_caller_priority()
+print(given, open("/proc/self/autogroup").read().split()[-1])
+"""
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling on this system"
+)
+@pytest.mark.parametrize("niceness", [0, 7], ids=["not-niced", "niced"])
+def test_a_new_job_session_keeps_the_callers_niceness(niceness: int) -> None:
+    import subprocess
+    import sys
+
+    # A new session is a new scheduling group at nice 0, as for a real supervisor.
+    probe = subprocess.run(
+        [sys.executable, "-c", _AUTOGROUP_PROBE, str(niceness)],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=60,
+        check=True,
+    )
+    given, group_nice = probe.stdout.split()
+    assert int(given) == niceness and int(group_nice) == niceness
+
+
+def test_keep_caller_priority_writes_the_niceness_only_where_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from bcd.jobs.supervisor import keep_caller_priority
+
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-1 nice 0\n")
+    monkeypatch.setattr(os, "getpriority", lambda which, who: 5)
+    assert keep_caller_priority(tmp_path / "absent") == 0
+    assert keep_caller_priority(group) == 5 and group.read_text() == "5\n"
+    monkeypatch.setattr(Path, "write_text", _refuse)
+    assert keep_caller_priority(group) == 0
+    monkeypatch.setattr(os, "getpriority", lambda which, who: 0)
+    assert keep_caller_priority(group) == 0
+
+
+def _refuse(*args: object, **kwargs: object) -> int:
+    raise PermissionError("refused")
