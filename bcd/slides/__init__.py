@@ -22,6 +22,7 @@ from bcd.slides._patches import (
     write_reassembled,
 )
 from bcd.slides._pipeline import analyze_file, file_facts
+from bcd.slides._png import encode_png
 from bcd.slides._regions import label_regions, largest_region, top_tiles
 from bcd.slides._render import colorize, comparison_image, heatmap_image
 from bcd.slides._service import PredictorFactory, SlideAnalysisService
@@ -59,6 +60,7 @@ __all__ = [
     "build_report",
     "colorize",
     "comparison_image",
+    "encode_png",
     "file_facts",
     "heatmap_image",
     "label_regions",

@@ -262,9 +262,6 @@ def tile_tissue_fractions(
             overview, downsample = reader.thumbnail(int(min(wanted, _MAX_MASK_SIZE)))
             values = saturation(overview)
     mask = values > threshold
-    # Summed-area table: any rectangle's tissue count in O(1).
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    integral[1:, 1:] = mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int64)
     step = grid.stride * grid.level0_per_model / downsample
     size = footprint / downsample
     starts_y = np.arange(grid.rows) * step
@@ -273,13 +270,33 @@ def tile_tissue_fractions(
     y1 = np.clip(np.maximum(np.ceil(starts_y + size).astype(int), y0 + 1), 0, mask.shape[0])
     x0 = np.clip(np.floor(starts_x).astype(int), 0, mask.shape[1])
     x1 = np.clip(np.maximum(np.ceil(starts_x + size).astype(int), x0 + 1), 0, mask.shape[1])
-    counts = integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
+    integral, column_of = _summed_area(mask, np.concatenate([x0, x1]))
+    left, right = column_of[: len(x0)], column_of[len(x0) :]
+    counts = integral[y1][:, right] - integral[y0][:, right] - integral[y1][:, left]
+    counts += integral[y0][:, left]
     # Area of the full tile, so a tile hanging over the slide edge counts the outside as glass.
     area = np.outer(
         np.maximum(np.ceil(starts_y + size) - np.floor(starts_y), 1),
         np.maximum(np.ceil(starts_x + size) - np.floor(starts_x), 1),
     )
     return (counts / area).astype(np.float32)
+
+
+def _summed_area(mask: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A summed-area table of ``mask``, kept only at the x positions in ``columns``.
+
+    Returns:
+        ``(table, index)``: int64 ``(h + 1, k)`` where ``table[y, index[i]]`` is the
+        count of True pixels above row ``y`` and left of column ``columns[i]``.
+    """
+    wanted, index = np.unique(columns, return_inverse=True)
+    # Running sums along rows (contiguous, fast), sampled at the wanted columns only;
+    # the running sum down the columns then runs on that narrow table.
+    along_rows = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int32)
+    np.cumsum(mask, axis=1, dtype=np.int32, out=along_rows[:, 1:])
+    table = np.zeros((mask.shape[0] + 1, len(wanted)), dtype=np.int64)
+    np.cumsum(along_rows[:, wanted], axis=0, dtype=np.int64, out=table[1:])
+    return table, index.ravel()
 
 
 def _batches(

@@ -19,6 +19,7 @@ from PIL import Image
 from bcd.slides._analysis import SlideAnalysis
 from bcd.slides._grid import read_tile
 from bcd.slides._page import PAGE_DPI, render_page
+from bcd.slides._png import encode_png
 from bcd.slides._render import comparison_image, heatmap_image, overlay_rgba
 from bcd.slides._summary import truth_for_grid
 from bcd.slides.readers import BaseSlideReader
@@ -62,11 +63,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 _FORMATS = {
     ".pdf": ("PDF", {}),
     ".jpg": ("JPEG", {"quality": 90}),
-    ".png": ("PNG", {"compress_level": 3}),
 }
 
 
 def _save_image(path: Path, image: Image.Image, **options: Any) -> None:
+    if path.suffix == ".png":
+        data = encode_png(image, dpi=options.get("dpi"))
+        atomic_write(path, lambda handle: handle.write(data))
+        return
     fmt, defaults = _FORMATS[path.suffix]
     atomic_write(path, lambda handle: image.save(handle, format=fmt, **{**defaults, **options}))
 

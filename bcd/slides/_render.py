@@ -57,18 +57,31 @@ def grid_to_thumbnail_index(
     return rows, cols
 
 
+def _cells_to_thumbnail(analysis: SlideAnalysis, cells: np.ndarray) -> np.ndarray:
+    """Spread per-tile ``cells`` ``(rows, cols, c)`` over the thumbnail's pixels.
+
+    The same as ``cells[rows][:, cols]`` with the indices of
+    :func:`grid_to_thumbnail_index`; as those never decrease, each cell is
+    repeated over its run of pixels, which is far cheaper than gathering and
+    gives a contiguous array.
+    """
+    height, width = analysis.thumbnail.shape[:2]
+    rows, cols = grid_to_thumbnail_index(analysis, width, height)
+    row_runs = np.bincount(rows, minlength=cells.shape[0])
+    col_runs = np.bincount(cols, minlength=cells.shape[1])
+    return np.repeat(np.repeat(cells, row_runs, axis=0), col_runs, axis=1)
+
+
 def overlay_rgba(analysis: SlideAnalysis) -> np.ndarray:
     """The heatmap alone, aligned with the thumbnail: opaque colour on scored tiles.
 
     Returns:
         uint8 ``(h, w, 4)`` with alpha 0 where no tile was scored.
     """
-    height, width = analysis.thumbnail.shape[:2]
     cells = np.zeros((analysis.grid.rows, analysis.grid.cols, 4), dtype=np.uint8)
     cells[..., :3] = colorize(analysis.probabilities)
     cells[..., 3] = np.where(analysis.tissue, 255, 0)
-    rows, cols = grid_to_thumbnail_index(analysis, width, height)
-    return cells[rows][:, cols]
+    return _cells_to_thumbnail(analysis, cells)
 
 
 def blend(base: np.ndarray, overlay: np.ndarray, opacity: float) -> Image.Image:
@@ -133,12 +146,10 @@ def heatmap_image(analysis: SlideAnalysis, opacity: float = 0.55) -> Image.Image
 
 def truth_rgba(analysis: SlideAnalysis, sampled_truth: np.ndarray) -> np.ndarray:
     """The ground truth as an overlay aligned with the thumbnail (blue 0, red 1)."""
-    height, width = analysis.thumbnail.shape[:2]
     cells = np.zeros((*sampled_truth.shape, 4), dtype=np.uint8)
     for label, colour in TRUTH_COLOURS.items():
         cells[sampled_truth == label] = (*colour, 255)
-    rows, cols = grid_to_thumbnail_index(analysis, width, height)
-    return cells[rows][:, cols]
+    return _cells_to_thumbnail(analysis, cells)
 
 
 def comparison_image(

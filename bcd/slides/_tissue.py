@@ -45,8 +45,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
         The threshold; values above it form the upper class. For a constant
         input the threshold is that constant.
     """
-    histogram, edges = np.histogram(values, bins=bins, range=(0.0, 256.0))
-    histogram = histogram.astype(np.float64)
+    histogram, edges = _histogram(values, bins)
     total = histogram.sum()
     if total == 0:
         return 0.0
@@ -64,6 +63,21 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     # With an empty gap between the classes every cut in the gap is optimal: take its middle.
     optimal = np.flatnonzero(between >= best * (1 - 1e-9))
     return float((edges[optimal[0] + 1] + edges[optimal[-1] + 1]) / 2)
+
+
+def _histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(values, bins, range=(0, 256))`` as float64 counts, and its edges.
+
+    With 256 unit-wide bins and values inside [0, 256) a value's bin is its
+    integer part, so ``bincount`` gives the same counts at a fraction of the cost.
+    """
+    edges = np.linspace(0.0, 256.0, bins + 1)
+    flat = np.asarray(values).ravel()
+    if bins == 256 and flat.size and flat.min() >= 0 and flat.max() < 256:
+        counts = np.bincount(flat.astype(np.intp), minlength=256)
+        return counts.astype(np.float64), edges
+    counts, edges = np.histogram(flat, bins=bins, range=(0.0, 256.0))
+    return counts.astype(np.float64), edges
 
 
 def tissue_threshold(

@@ -10,6 +10,8 @@ import numpy as np
 
 #: Background colour used outside the image and for transparent pixels (white glass).
 BACKGROUND = 255
+# Thumbnails are shrunk from bands of about this many pixels, to bound memory.
+_THUMBNAIL_BAND_PIXELS = 8_000_000
 
 
 class BaseSlideReader(abc.ABC):
@@ -123,28 +125,28 @@ class BaseSlideReader(abc.ABC):
         width0, height0 = self.dimensions
         downsample = max(1.0, max(width0, height0) / max_size)
         level = self.best_level_for_downsample(downsample)
-        level_width, level_height = self.level_dimensions[level]
         factor = downsample / self.level_downsamples[level]
         out_width = max(1, round(width0 / downsample))
         out_height = max(1, round(height0 / downsample))
-        if factor <= 1.0001:
-            image = self.read_region(0, 0, level_width, level_height, level)
-            return _resize(image, out_width, out_height), width0 / out_width
-        return self._banded_thumbnail(level, factor, out_width, out_height), width0 / out_width
+        block = max(1, math.floor(factor)) if factor > 1.0001 else 1
+        return self._shrink(level, block, out_width, out_height), width0 / out_width
 
-    def _banded_thumbnail(
-        self, level: int, factor: float, out_width: int, out_height: int
-    ) -> np.ndarray:
+    def _shrink(self, level: int, block: int, out_width: int, out_height: int) -> np.ndarray:
+        """Level ``level`` box-averaged by ``block``, then resized (box filter) to the output.
+
+        Reads in horizontal bands of ~8 Mpx so memory stays bounded for flat
+        giant images. Readers that hold a decoded picture override this.
+        """
         level_width, level_height = self.level_dimensions[level]
-        block = max(1, math.floor(factor))
-        # Bands of ~8 Mpx keep memory bounded whatever the slide size.
-        rows_per_band = max(block, (8_000_000 // max(level_width, 1)) // block * block)
+        # Bands are whole multiples of the block, so reducing band by band equals
+        # reducing the whole level at once.
+        rows_per_band = max(block, (_THUMBNAIL_BAND_PIXELS // max(level_width, 1)) // block * block)
         pieces = []
         for top in range(0, level_height, rows_per_band):
             height = min(rows_per_band, level_height - top)
             band = self.read_region(0, top, level_width, height, level)
             pieces.append(_box_reduce(band, block))
-        reduced = np.concatenate(pieces, axis=0)
+        reduced = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
         return _resize(reduced, out_width, out_height)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing
