@@ -35,7 +35,13 @@ def _classifier(
 
         runtime = ModelRuntime(model_dir, max_batch_size=256, name="slide")
         try:
-            yield (lambda tiles: runtime.predict(list(tiles))), {"model": model_dir.name}
+            yield (
+                (lambda tiles: runtime.predict(list(tiles))),
+                {
+                    "model": model_dir.name,
+                    "decision_threshold": runtime.spec.decision_threshold,
+                },
+            )
         finally:
             runtime.close()
         return
@@ -54,7 +60,15 @@ def _classifier(
         def predict(tiles: Any) -> Any:
             return variant.runtime.predict(list(tiles))
 
-        yield predict, {"endpoint": name, "variant": variant.name, "model": variant.model_name}
+        yield (
+            predict,
+            {
+                "endpoint": name,
+                "variant": variant.name,
+                "model": variant.model_name,
+                "decision_threshold": variant.runtime.spec.decision_threshold,
+            },
+        )
 
 
 def _summary_table(report: dict[str, Any], out: Path) -> Table:
@@ -104,7 +118,13 @@ def analyze(
         None, "--truth", help="Ground truth (truth.npy/truth.png from from-patches) for metrics."
     ),
     stride: int = typer.Option(50, help="Step between tiles in model pixels (50 = no overlap)."),
-    threshold: float = typer.Option(0.5, help="IDC probability at which a tile is positive."),
+    threshold: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="IDC probability at which a tile is positive (default: the model's calibrated "
+        "decision_threshold from model.json, else 0.5).",
+    ),
     mpp: float | None = typer.Option(None, help="Microns per pixel, overriding the file's."),
     model_mpp: float = typer.Option(4.0, help="Resolution of the model's training patches."),
     all_tiles: bool = typer.Option(False, "--all-tiles", help="Score background tiles too."),

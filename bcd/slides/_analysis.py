@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,9 @@ from bcd.errors import InvalidInputError
 from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, band_tiles, plan_grid, read_band
 from bcd.slides._tissue import saturation, tissue_threshold
 from bcd.slides.readers import BaseSlideReader
+
+#: Tile decision threshold when neither the options nor the model give one.
+DEFAULT_THRESHOLD = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,9 @@ class AnalysisOptions:
         mpp: Microns per pixel to use instead of the file's (``None`` = the file's).
         model_mpp: Resolution of the model's training patches (4 µm/px for the
             IDC dataset; a model's ``model.json`` may say otherwise).
-        threshold: IDC probability at which a tile counts as positive.
+        threshold: IDC probability at which a tile counts as positive;
+            ``None`` = the model's calibrated ``decision_threshold``
+            (``model.json``), 0.5 when the classifier does not say.
         detect_tissue: Skip background tiles (``False`` scores every tile).
         min_tissue_fraction: Share of a tile that must be tissue to score it.
         tissue_threshold: Saturation threshold (0-255); ``None`` = Otsu per slide.
@@ -60,7 +65,7 @@ class AnalysisOptions:
     stride: int = TILE_SIZE
     mpp: float | None = None
     model_mpp: float = MODEL_MPP
-    threshold: float = 0.5
+    threshold: float | None = None
     detect_tissue: bool = True
     min_tissue_fraction: float = 0.1
     tissue_threshold: float | None = None
@@ -86,7 +91,10 @@ class AnalysisOptions:
                 self.mpp is None or 0 < self.mpp < 100,
                 f"mpp {self.mpp} is not a plausible resolution (0 < mpp < 100 µm/px)",
             ),
-            (0.0 <= self.threshold <= 1.0, f"threshold {self.threshold} must be in [0, 1]"),
+            (
+                self.threshold is None or 0.0 <= self.threshold <= 1.0,
+                f"threshold {self.threshold} must be in [0, 1]",
+            ),
             (
                 0.0 <= self.min_tissue_fraction <= 1.0,
                 f"min_tissue_fraction {self.min_tissue_fraction} must be in [0, 1]",
@@ -107,6 +115,20 @@ class AnalysisOptions:
             if not ok:
                 raise InvalidInputError(message)
         return self
+
+    def with_threshold(self, model_threshold: float | None) -> AnalysisOptions:
+        """These options with ``threshold`` settled: the one given, else the model's.
+
+        Args:
+            model_threshold: The classifier's ``decision_threshold``, if known.
+
+        Returns:
+            Options whose ``threshold`` is a number.
+        """
+        if self.threshold is not None:
+            return self
+        chosen = DEFAULT_THRESHOLD if model_threshold is None else float(model_threshold)
+        return replace(self, threshold=chosen)
 
 
 @dataclass
@@ -138,6 +160,12 @@ class SlideAnalysis:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def threshold(self) -> float:
+        """The IDC probability at which a tile counted as positive."""
+        chosen = self.options.threshold
+        return DEFAULT_THRESHOLD if chosen is None else chosen
+
+    @property
     def scored_tiles(self) -> int:
         """Number of tiles that went through the model."""
         return int(self.tissue.sum())
@@ -166,7 +194,7 @@ def analyze_slide(
         InvalidInputError: For bad options, an unreadable slide region, or a
             ``predict`` that returns the wrong shape.
     """
-    options = (options or AnalysisOptions()).validate()
+    options = (options or AnalysisOptions()).validate().with_threshold(None)
     started = time.perf_counter()
     grid = plan_grid(reader, stride=options.stride, mpp=options.mpp, target_mpp=options.model_mpp)
     # A few pixels per tile are plenty for the heatmap; small slides get small thumbnails.

@@ -62,6 +62,7 @@ def analyze_file(
     if not Path(path).is_file():
         raise NotFoundError(f"slide file {str(path)!r} does not exist")
     source = file_facts(path, filename)
+    options = (options or AnalysisOptions()).with_threshold((model or {}).get("decision_threshold"))
     with open_slide(path) as reader:
         analysis = analyze_slide(reader, predict, options, progress)
         report = build_report(

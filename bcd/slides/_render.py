@@ -135,7 +135,7 @@ def legend(height: int, threshold: float, title: str = "IDC probability") -> Ima
 def heatmap_image(analysis: SlideAnalysis, opacity: float = 0.55) -> Image.Image:
     """The heatmap over the slide thumbnail, with a colour-scale legend at the right."""
     picture = blend(analysis.thumbnail, overlay_rgba(analysis), opacity)
-    key = legend(max(picture.height, 220), analysis.options.threshold)
+    key = legend(max(picture.height, 220), analysis.threshold)
     canvas = Image.new(
         "RGB", (picture.width + key.width + 10, max(picture.height, key.height)), "white"
     )

@@ -43,7 +43,7 @@ def build_report(
     """
     grid = analysis.grid
     probabilities = analysis.probabilities
-    threshold = analysis.options.threshold
+    threshold = analysis.threshold
     scored = analysis.tissue
     positive = scored & (np.nan_to_num(probabilities, nan=0.0) >= threshold)
     tissue_tiles = int(scored.sum())
@@ -201,7 +201,7 @@ def truth_metrics(analysis: SlideAnalysis, truth: np.ndarray, truth_cell: int) -
     labels = sampled[annotated]
     scores = np.nan_to_num(analysis.probabilities, nan=0.0)[annotated]
     skipped = annotated & ~analysis.tissue
-    metrics = binary_metrics(labels, scores, analysis.options.threshold)
+    metrics = binary_metrics(labels, scores, analysis.threshold)
     metrics = {
         key: (round(value, 4) if isinstance(value, float) and math.isfinite(value) else value)
         for key, value in metrics.items()

@@ -89,3 +89,28 @@ def test_truth_loads_from_npy_and_png(tmp_path: Path, truth_map: np.ndarray) -> 
     np.testing.assert_array_equal(load_truth((tmp_path / "truth.png").read_bytes()), truth_map)
     with pytest.raises(Exception, match="ground truth"):
         load_truth(b"garbage")
+
+
+@pytest.mark.parametrize(
+    ("given", "model", "used"),
+    [
+        (None, {"decision_threshold": 0.3}, 0.3),
+        (0.6, {"decision_threshold": 0.3}, 0.6),
+        (None, {"endpoint": "test"}, 0.5),
+    ],
+    ids=["model-calibrated", "user-choice-wins", "no-model-threshold"],
+)
+def test_tile_threshold_defaults_to_the_models_decision_threshold(
+    tmp_path: Path, slide_file: Path, given: float | None, model: dict, used: float
+) -> None:
+    report = analyze_file(
+        slide_file,
+        darkness_predict,
+        tmp_path / "out",
+        options=AnalysisOptions(threshold=given),
+        model=model,
+    )
+    assert report["analysis"]["threshold"] == used
+    probabilities = np.load(tmp_path / "out" / "probabilities.npy", allow_pickle=False)
+    scored = probabilities[np.isfinite(probabilities)]
+    assert report["tiles"]["idc_positive"] == int((scored >= used).sum())

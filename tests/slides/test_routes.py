@@ -82,7 +82,13 @@ def test_multipart_upload_with_truth_end_to_end(
     done = _wait(client, created["id"])
     assert done["status"] == "Completed", done["failure_reason"]
     report = done["report"]
-    assert report["model"] == {"endpoint": "ep", "variant": "main", "model": "tiny"}
+    assert report["model"] == {
+        "endpoint": "ep",
+        "variant": "main",
+        "model": "tiny",
+        "decision_threshold": 0.5,
+    }
+    assert report["analysis"]["threshold"] == 0.4  # the upload's choice beats the model's
     assert len(report["top_tiles"]) == 5
     assert report["ground_truth"]["annotated_tiles"] == 96
     assert report["ground_truth"]["auc"] > 0.9  # dark tumour: the tiny model sees it

@@ -30,7 +30,8 @@ export async function startAnalysis(file, truth, { threshold, endpoint }, onUplo
   const form = new FormData();
   form.append("slide", file, file.name);
   if (truth) form.append("truth", truth, truth.name);
-  form.append("threshold", threshold.toFixed(2));
+  // No threshold: the server uses the model's calibrated decision threshold.
+  if (threshold !== null) form.append("threshold", String(threshold));
   if (endpoint) form.append("endpoint", endpoint);
   const created = await upload("/slides", form, onUpload);
   rememberCase(created.id);
