@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_slide_bytes: int = 4 * 1024**3
     request_timeout_s: float = 30.0
     cors_origins: list[str] = Field(default_factory=list)
-    max_batch_size: int = 64
+    max_batch_size: int = 256
     max_batch_wait_ms: float = 2.0
     inference_threads: int | None = None
     # Where the runtime client sends invoke_endpoint (unset: in-process), and its key.

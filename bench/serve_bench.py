@@ -7,9 +7,13 @@ Prints, for the ``cnn`` model (the bundled one when it is a cnn, else a
 2. requests/s and p50/p99 latency of single-patch ``POST /predict-breast-cancer``
    at concurrency 1, 16 and 64, for ``bcd serve`` and for bench/naive_server.py
    (FastAPI + torch eager, one forward per request), and their ratio
-   (target >= 5x the baseline's requests/s at 64, with a lower p99);
+   (target >= 5x the baseline's requests/s at 64, with a lower p99), and each
+   server's CPU time per answered request (read from /proc): on a machine
+   shared with other work, requests/s also measure how much CPU the server was
+   left, CPU per request measures the server alone;
 3. patches/s of ``/endpoints/{name}/invocations`` with 256-image ``.npy``
-   requests against a bare ONNX Runtime session in this process (target >= 0.8x).
+   requests against a bare ONNX Runtime session in this process, calls
+   alternating so both see the same load (target >= 0.8x).
 
 Load comes from ``wrk`` (a Python client tops out near 250 requests/s here);
 install it with ``apt-get install wrk`` (Debian/Ubuntu) or ``brew install wrk``.
@@ -21,6 +25,7 @@ Every run is bounded by ``--duration`` seconds.
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import json
 import os
@@ -146,11 +151,24 @@ def first_answer(url: str, body: bytes, process: subprocess.Popen, timeout: floa
     raise RuntimeError("no answer in time")
 
 
-def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
+    """One wrk run; also the server's CPU time per answered request.
+
+    CPU per request is the steadier number on a shared machine: requests/s
+    also depend on how much CPU the other processes leave to the server.
+    """
     threads = 1 if connections == 1 else 2
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(script), f"{url}/predict-breast-cancer"]
+    cpu_before = cpu_seconds(pid)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu_used = cpu_seconds(pid) - cpu_before
 
     def latency(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
@@ -160,6 +178,7 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, fl
         return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    answered = re.search(r"(\d+) requests in", output)
     failures = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
@@ -170,6 +189,9 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, fl
         "p99_ms": latency("99"),
         "non_2xx": float(failures.group(1)) if failures else 0.0,
         "socket_errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
+        "server_cpu_ms_per_request": (
+            cpu_used * 1000 / int(answered.group(1)) if answered else float("nan")
+        ),
     }
 
 
@@ -207,16 +229,19 @@ def batch_throughput(url: str, model_dir: Path, seconds: float) -> dict[str, flo
     def bare() -> None:
         session.run(None, {"images": batch})
 
-    def rate(call) -> float:  # type: ignore[no-untyped-def]
-        call()  # warm
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
+    # Served and bare calls alternate, so both see the same machine load.
+    served()
+    bare()
+    spent = {"served": 0.0, "bare": 0.0}
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 2 * seconds:
+        for name, call in (("served", served), ("bare", bare)):
+            begin = time.perf_counter()
             call()
-            count += 256
-        return count / (time.perf_counter() - started)
-
-    served_rate = rate(served)
-    bare_rate = rate(bare)
+            spent[name] += time.perf_counter() - begin
+        count += 256
+    served_rate = count / spent["served"]
+    bare_rate = count / spent["bare"]
     return {
         "served_patches_per_s": served_rate,
         "bare_patches_per_s": bare_rate,
@@ -248,6 +273,9 @@ def main() -> None:
         bin_dir = Path(sys.executable).parent
         env = {**os.environ, "BCD_HOME": str(work / "home"), "BCD_DEFAULT_ENDPOINT": ENDPOINT}
 
+        # A deployed server starts from compiled bytecode; compile the package
+        # once (PYTHONDONTWRITEBYTECODE would otherwise recompile it every start).
+        compileall.compile_dir(ROOT / "bcd", quiet=1)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
@@ -256,7 +284,9 @@ def main() -> None:
             print(f"bcd serve: first answer {results['startup_s']:.2f} s after start", flush=True)
             results["bcd"] = {}
             for connections in args.concurrency:
-                results["bcd"][connections] = wrk(url, script, connections, args.duration)
+                results["bcd"][connections] = wrk(
+                    url, script, connections, args.duration, process.pid
+                )
                 print(f"bcd serve  c={connections:<3} {results['bcd'][connections]}", flush=True)
             results["batch"] = batch_throughput(url, model_dir, seconds=args.duration / 2)
             print(f"batch 256: {results['batch']}", flush=True)
@@ -274,21 +304,25 @@ def main() -> None:
             first_answer(url, body, process)
             results["naive"] = {}
             for connections in args.concurrency:
-                results["naive"][connections] = wrk(url, script, connections, args.duration)
+                results["naive"][connections] = wrk(
+                    url, script, connections, args.duration, process.pid
+                )
                 print(f"naive      c={connections:<3} {results['naive'][connections]}", flush=True)
 
     print()
-    columns = f"{'rps':>9} {'p50 ms':>8} {'p99 ms':>8}"
-    print(f"{'':>11} | {'bcd serve':^27} | {'naive baseline':^27} |")
-    print(f"{'concurrency':>11} | {columns} | {columns} | ratio")
+    columns = f"{'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}"
+    print(f"{'':>11} | {'bcd serve':^35} | {'naive baseline':^35} |")
+    print(f"{'concurrency':>11} | {columns} | {columns} | rps ratio | cpu/request ratio")
     for connections in args.concurrency:
         ours, theirs = results["bcd"][connections], results["naive"][connections]
         ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("nan")
+        efficiency = theirs["server_cpu_ms_per_request"] / ours["server_cpu_ms_per_request"]
         row = [
-            f"{run['rps']:>9.0f} {run['p50_ms']:>8.2f} {run['p99_ms']:>8.2f}"
+            f"{run['rps']:>9.0f} {run['p50_ms']:>8.2f} {run['p99_ms']:>8.2f} "
+            f"{run['server_cpu_ms_per_request']:>7.2f}"
             for run in (ours, theirs)
         ]
-        print(f"{connections:>11} | {row[0]} | {row[1]} | {ratio:.2f}x")
+        print(f"{connections:>11} | {row[0]} | {row[1]} | {ratio:>8.2f}x | {efficiency:.2f}x")
     batch = results["batch"]
     print(
         f"batch 256 /invocations: {batch['served_patches_per_s']:.0f} patches/s vs bare "

@@ -1,12 +1,18 @@
 """Dynamic micro-batching: concurrent requests share one inference call.
 
-Requests put their (already normalised) arrays on one queue; each replica has
-a worker thread that takes the first waiting item, then keeps taking items
-until the batch holds ``max_batch_size`` images or ``max_wait`` has passed
-since it began collecting, and runs them in one call. ONNX Runtime releases
-the GIL while it computes, so the replicas run in parallel with each other
-and with the HTTP event loop. A worker only waits for more work when the last
-batch showed overlapping requests, so a lone client pays no batching delay.
+Requests put their arrays (uint8 patches at the model's input size) on one
+queue; each replica has a worker thread that takes the first waiting item,
+then keeps taking items until the batch holds ``max_batch_size`` images or
+``max_wait`` has passed since it began collecting, and runs them in one call.
+ONNX Runtime releases the GIL while it computes, so the replicas run in
+parallel with each other and with the HTTP event loop. A worker only waits for
+more work when the last batch showed overlapping requests, so a lone client
+pays no batching delay.
+
+A request may also queue a *deferred* item (:meth:`MicroBatcher.submit_deferred`):
+a function that produces its array, run by the worker just before the batch's
+inference call. The HTTP event loop then does no decoding at all, and the
+replicas decode in parallel; a failure of one item fails only that request.
 """
 
 from __future__ import annotations
@@ -24,17 +30,24 @@ from bcd.errors import NotReadyError
 
 logger = logging.getLogger(__name__)
 
-# infer(replica_index, batch (N, C, H, W) float32) -> probabilities (N, K)
+# infer(replica_index, batch (N, ...) of requests' arrays) -> probabilities (N, K)
 InferFn = Callable[[int, np.ndarray], np.ndarray]
 # on_batch(images_in_batch, seconds_spent_in_inference)
 BatchHook = Callable[[int, float], None]
 
 
 class _Work:
-    __slots__ = ("batch", "future")
+    __slots__ = ("batch", "count", "future", "prepare")
 
-    def __init__(self, batch: np.ndarray) -> None:
+    def __init__(
+        self,
+        batch: np.ndarray | None,
+        count: int,
+        prepare: Callable[[], np.ndarray] | None = None,
+    ) -> None:
         self.batch = batch
+        self.count = count
+        self.prepare = prepare
         self.future: Future[np.ndarray] = Future()
 
 
@@ -85,19 +98,48 @@ class MicroBatcher:
             thread.start()
 
     def submit(self, batch: np.ndarray) -> list[Future[np.ndarray]]:
-        """Queue a ``(N, C, H, W)`` batch; returns one future per chunk, in order.
+        """Queue a batch of ``N`` items; returns one future per chunk, in order.
 
         Raises:
             NotReadyError: The batcher is closed (its model was unloaded).
         """
         size = self._max_batch_size
-        works = [_Work(batch[start : start + size]) for start in range(0, len(batch), size)]
+        works = [
+            _Work(chunk, len(chunk))
+            for chunk in (batch[start : start + size] for start in range(0, len(batch), size))
+        ]
+        self._put(works)
+        return [work.future for work in works]
+
+    def submit_deferred(self, prepare: Callable[[], np.ndarray], count: int) -> Future[np.ndarray]:
+        """Queue an item whose array ``prepare()`` makes on the worker, just before inference.
+
+        Args:
+            prepare: Returns exactly ``count`` items; whatever it raises becomes
+                the future's exception (the rest of the batch is unaffected).
+            count: Items it makes, at most ``max_batch_size``.
+
+        Raises:
+            ValueError: ``count`` is over ``max_batch_size``.
+            NotReadyError: The batcher is closed (its model was unloaded).
+        """
+        if not 1 <= count <= self._max_batch_size:
+            raise ValueError(f"a deferred item holds 1 to {self._max_batch_size} images")
+        work = _Work(None, count, prepare)
+        self._put([work])
+        return work.future
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most images per inference call."""
+        return self._max_batch_size
+
+    def _put(self, works: list[_Work]) -> None:
         with self._lock:
             if self._closed:
                 raise NotReadyError("this model was unloaded; send the request again")
             for work in works:
                 self._queue.put(work)
-        return [work.future for work in works]
 
     def close(self) -> None:
         """Stop accepting work, finish what is queued, and stop the workers."""
@@ -119,7 +161,7 @@ class MicroBatcher:
             whether the stop signal was met.
         """
         works = [first]
-        size = len(first.batch)
+        size = first.count
         deadline = None
         while size < self._max_batch_size:
             try:
@@ -138,10 +180,10 @@ class MicroBatcher:
                     break
             if item is None:
                 return works, None, True
-            if size + len(item.batch) > self._max_batch_size:
+            if size + item.count > self._max_batch_size:
                 return works, item, False
             works.append(item)
-            size += len(item.batch)
+            size += item.count
         return works, None, False
 
     def _work(self, replica: int) -> None:
@@ -165,9 +207,11 @@ class MicroBatcher:
         # Skip work whose caller gave up (timeout, disconnect); the rest can
         # no longer be cancelled, so setting their results cannot fail.
         works = [work for work in works if work.future.set_running_or_notify_cancel()]
+        works = [work for work in works if self._prepared(work)]
         if not works:
             return
-        batch = works[0].batch if len(works) == 1 else np.concatenate([w.batch for w in works])
+        arrays = [work.batch for work in works if work.batch is not None]
+        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         started = time.perf_counter()
         try:
             probabilities = self._infer(replica, batch)
@@ -179,11 +223,25 @@ class MicroBatcher:
         elapsed = time.perf_counter() - started
         offset = 0
         for work in works:
-            count = len(work.batch)
-            work.future.set_result(probabilities[offset : offset + count])
-            offset += count
+            work.future.set_result(probabilities[offset : offset + work.count])
+            offset += work.count
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch), elapsed)
             except Exception:
                 logger.exception("the batch metrics hook failed")
+
+    @staticmethod
+    def _prepared(work: _Work) -> bool:
+        """Run a deferred item's ``prepare``; ``False`` (future failed) if it raised."""
+        if work.prepare is None:
+            return True
+        try:
+            batch = work.prepare()
+            if len(batch) != work.count:
+                raise RuntimeError(f"a deferred item made {len(batch)} images, not {work.count}")
+        except BaseException as error:
+            work.future.set_exception(error)
+            return False
+        work.batch, work.prepare = batch, None
+        return True

@@ -110,7 +110,8 @@ def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") ->
                 width, height = image.size
                 if width * height > max_image_pixels:
                     raise _too_many_pixels(what, width, height, max_image_pixels)
-                pixels = np.asarray(image.convert("RGB"))
+                # Most patches are RGB already: converting would only copy them.
+                pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except PayloadTooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

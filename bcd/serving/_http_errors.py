@@ -45,6 +45,21 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+def error_answer(error: errors.BcdError) -> tuple[int, bytes, dict[str, str]]:
+    """The status, JSON body and extra headers that answer ``error``; logs it.
+
+    Server-side failures (5xx) are logged as errors, refusals only at debug
+    level, both without any request content.
+    """
+    status = status_for(error)
+    if status >= 500:
+        logger.error("request failed: %s: %s", error.code, error.message)
+    else:
+        logger.debug("request refused: %s", error.code)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return status, error_body(error.code, error.message), headers
+
+
 def error_class_for(code: str) -> type[errors.BcdError]:
     """The error class whose ``code`` is ``code`` (``BcdError`` when none): for clients."""
     pending: list[type[errors.BcdError]] = [errors.BcdError]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from bcd.errors import NotFoundError
 
@@ -71,6 +72,9 @@ class ServingMetrics:
             "bcd_loaded_endpoints", "Endpoints loaded and serving.", registry=self.registry
         )
         self._lock = threading.Lock()
+        # (endpoint, variant) -> its series of successful invocations (count,
+        # images, latency): labelled children looked up once, not per request.
+        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         # (endpoint, variant) -> [count, latency_ms_total, errors] since the last flush
         self._pending: dict[tuple[str, str], list[float]] = {}
 
@@ -89,10 +93,22 @@ class ServingMetrics:
         self, endpoint: str, variant: str, images: int, seconds: float, failed: bool
     ) -> None:
         """Count one invocation of a variant (Prometheus now, registry at the next flush)."""
-        self.invocations.labels(endpoint, variant, "error" if failed else "ok").inc()
-        if not failed:
-            self.images.labels(endpoint, variant).inc(images)
-            self.latency.labels(endpoint, variant).observe(seconds)
+        if failed:
+            self.invocations.labels(endpoint, variant, "error").inc()
+        else:
+            series = self._series.get((endpoint, variant))
+            if series is None:
+                series = (
+                    self.invocations.labels(endpoint, variant, "ok"),
+                    self.images.labels(endpoint, variant),
+                    self.latency.labels(endpoint, variant),
+                )
+                with self._lock:
+                    self._series[(endpoint, variant)] = series
+            succeeded, scored, latency = series
+            succeeded.inc()
+            scored.inc(images)
+            latency.observe(seconds)
         with self._lock:
             totals = self._pending.setdefault((endpoint, variant), [0, 0.0, 0])
             totals[0] += 1

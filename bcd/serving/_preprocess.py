@@ -54,6 +54,8 @@ class Preprocessor:
 
     def stack(self, images: list[np.ndarray]) -> np.ndarray:
         """Patches → one ``(N, H, W, 3)`` uint8 array at the input size."""
+        if len(images) == 1:
+            return self.fit(images[0])[np.newaxis]  # a view: no copy for the common case
         return np.stack([self.fit(image) for image in images])
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
@@ -68,19 +70,25 @@ class Preprocessor:
         return self.normalise(self.stack(images))
 
 
-def dihedral_views(batch: np.ndarray) -> np.ndarray:
-    """The 8 dihedral views of a ``(N, 3, H, W)`` batch, view-major: ``(8N, 3, H, W)``.
+def dihedral_views(batch: np.ndarray, axes: tuple[int, int] = (2, 3)) -> np.ndarray:
+    """The 8 dihedral views of a batch, view-major: ``(8N, …)``.
+
+    Args:
+        batch: ``(N, 3, H, W)`` by default; pass ``axes=(1, 2)`` for ``(N, H, W, 3)``.
+        axes: The height and width axes.
 
     Non-square inputs get the 4 views that keep the shape (identity, both
-    mirrors and the half turn), so the result is ``(4N, 3, H, W)``.
+    mirrors and the half turn), so the result holds ``4N`` images. Views are
+    exact permutations of pixels, so taking them before or after the per-channel
+    normalisation gives the same numbers.
     """
-    square = batch.shape[2] == batch.shape[3]
+    square = batch.shape[axes[0]] == batch.shape[axes[1]]
     views = []
     for flip, turns in _DIHEDRAL:
         if not square and turns % 2:
             continue
-        view = batch[..., ::-1] if flip else batch
-        views.append(np.rot90(view, k=turns, axes=(2, 3)))
+        view = np.flip(batch, axis=axes[1]) if flip else batch
+        views.append(np.rot90(view, k=turns, axes=axes))
     return np.ascontiguousarray(np.concatenate(views))
 
 

@@ -129,7 +129,10 @@ class ModelRuntime:
             (time.perf_counter() - started) * 1000,
         )
 
-    def _infer(self, replica: int, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, replica: int, pixels: np.ndarray) -> np.ndarray:
+        # Normalising here, once per micro-batch, costs less than once per
+        # request, and keeps that work off the HTTP event loop.
+        batch = self.preprocess.normalise(pixels)  # (N, H, W, 3) uint8 → (N, 3, H, W) float32
         (logits,) = self._sessions[replica].run(
             [self.spec.output_name], {self.spec.input_name: batch}
         )  # (N, 2)
@@ -138,13 +141,12 @@ class ModelRuntime:
         return softmax(logits, self.spec.temperature, self.spec.logit_bias)
 
     def warm(self) -> None:
-        """Run each session once at batch 1 and at full batch size, so the first
-        real request pays no allocation or graph-optimisation cost."""
+        """Run each session once at batch 1 and at batch 8, so the first real
+        request pays no allocation or graph-optimisation cost."""
         blank = np.full((1, self.spec.height, self.spec.width, 3), self.spec.pad_value, np.uint8)
-        one = self.preprocess.normalise(blank)  # (1, 3, H, W)
         for replica in range(self.replicas):
-            self._infer(replica, one)
-            self._infer(replica, np.repeat(one, 8, axis=0))
+            self._infer(replica, blank)
+            self._infer(replica, np.repeat(blank, 8, axis=0))
 
     def submit(
         self, images: list[np.ndarray], tta: bool | None = None
@@ -167,12 +169,12 @@ class ModelRuntime:
         return wait
 
     def _prepare(self, images: list[np.ndarray], tta: bool | None) -> tuple[np.ndarray, int]:
-        batch = self.preprocess(images)  # (N, 3, H, W)
+        pixels = self.preprocess.stack(images)  # (N, H, W, 3) uint8, normalised per batch
         use_tta = self.spec.tta if tta is None else tta
         if not use_tta:
-            return batch, 1
-        views = dihedral_views(batch)  # (V·N, 3, H, W)
-        return views, len(views) // len(batch)
+            return pixels, 1
+        views = dihedral_views(pixels, axes=(1, 2))  # (V·N, H, W, 3)
+        return views, len(views) // len(pixels)
 
     @staticmethod
     def _finish(parts: list[np.ndarray], views: int) -> np.ndarray:
@@ -203,6 +205,34 @@ class ModelRuntime:
         else:
             parts = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         return self._finish(parts, views)
+
+    async def predict_one_async(
+        self, decode: Callable[[], np.ndarray], tta: bool | None = None
+    ) -> np.ndarray:
+        """:meth:`predict_async` for one image that the scoring worker decodes.
+
+        ``decode()`` (bytes → one ``H×W×3`` uint8 patch) runs on the replica's
+        worker thread right before its micro-batch is scored, so the event
+        loop never decodes and the replicas decode in parallel.
+
+        Raises:
+            Whatever ``decode()`` raises, for this request only.
+        """
+        views = self._view_count(tta)
+        if views > self._batcher.max_batch_size:
+            return await self.predict_async([decode()], tta)
+
+        def prepare() -> np.ndarray:
+            return self._prepare([decode()], tta)[0]
+
+        probabilities = await asyncio.wrap_future(self._batcher.submit_deferred(prepare, views))
+        return self._finish([probabilities], views)
+
+    def _view_count(self, tta: bool | None) -> int:
+        """Images scored per input image: 8 (4 for non-square inputs) with TTA, else 1."""
+        if not (self.spec.tta if tta is None else tta):
+            return 1
+        return 8 if self.spec.height == self.spec.width else 4
 
     def close(self) -> None:
         """Finish queued work, then release the sessions."""

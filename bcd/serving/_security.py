@@ -10,7 +10,14 @@ import time
 from collections.abc import AsyncIterator
 
 from bcd.config import Settings
-from bcd.errors import AuthenticationError, BcdError, PayloadTooLargeError, PermissionDeniedError
+from bcd.errors import (
+    AuthenticationError,
+    BcdError,
+    BcdTimeoutError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
 from bcd.serving._source import BaseEndpointSource
 
 # A verified key is trusted this long before the registry is asked again, so a
@@ -117,3 +124,29 @@ async def read_limited(
             raise PayloadTooLargeError(message)
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], content_length: str | None, settings: Settings
+) -> bytes:
+    """Read a scoring request's body within ``max_body_bytes`` and ``request_timeout_s``.
+
+    ``chunks`` raises Starlette's ``ClientDisconnect`` when the client goes away
+    (as ``Request.stream()`` does), so both scoring paths refuse alike.
+
+    Raises:
+        PayloadTooLargeError: The body is over the limit.
+        BcdTimeoutError: The client took longer than the request timeout to send it.
+        InvalidInputError: The client disconnected before sending the whole body.
+    """
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            return await read_limited(chunks, content_length, settings.max_body_bytes)
+    except ClientDisconnect as error:
+        raise InvalidInputError("the client disconnected before sending the whole body") from error
+    except TimeoutError as error:
+        raise BcdTimeoutError(
+            f"the request body did not arrive within {settings.request_timeout_s} s"
+        ) from error

@@ -7,23 +7,26 @@ so they decode, route, score and answer identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from bcd.config import Settings
-from bcd.errors import BcdTimeoutError
-from bcd.serving._decode import decode_request, media_type
+from bcd.errors import BcdError, BcdTimeoutError, InvalidInputError, PayloadTooLargeError
+from bcd.serving._decode import IMAGE_TYPES, decode_image, decode_request, media_type
 from bcd.serving._router import EndpointRouter, LoadedVariant
 
 logger = logging.getLogger(__name__)
 
 CANCER_DETECTED = "Cancer detected"
 CANCER_NOT_DETECTED = "Cancer not detected"
-# Bodies above this are decoded in a worker thread, off the event loop.
+# Bodies above this are decoded in a worker thread, off the event loop; one
+# image up to this size is decoded by the replica that scores it.
 _INLINE_DECODE_BYTES = 64 * 1024
 
 
@@ -120,28 +123,29 @@ class InferenceService:
             NotReadyError: The endpoint is not loaded.
             BcdTimeoutError: Scoring took longer than the request timeout.
         """
-        if len(body) > _INLINE_DECODE_BYTES:
+        images: list[np.ndarray] | None = None
+        decode_one: Callable[[], np.ndarray] | None = None
+        if media_type(content_type) in IMAGE_TYPES and len(body) <= _INLINE_DECODE_BYTES:
+            # One small image (the hot path): the scoring worker decodes it.
+            decode_one = functools.partial(decode_image, body, self.settings.max_image_pixels)
+        elif len(body) > _INLINE_DECODE_BYTES:
             images = await asyncio.to_thread(self._decode, content_type, body)
         else:
             images = self._decode(content_type, body)
-        if not self.router.has(endpoint) and self.router.needs_refresh(endpoint):
-            await asyncio.to_thread(self.router.refresh, endpoint)
-        with self.router.use(endpoint) as loaded:
-            variant = self.router.choose(loaded, target_variant)
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self.settings.request_timeout_s):
-                    probabilities = await variant.runtime.predict_async(images, tta)
-            except TimeoutError as error:
-                self._record(endpoint, variant, len(images), started, failed=True)
-                raise BcdTimeoutError(
-                    f"scoring took longer than {self.settings.request_timeout_s} s; "
-                    "send fewer images per request or retry"
-                ) from error
-            except BaseException:
-                self._record(endpoint, variant, len(images), started, failed=True)
-                raise
-            self._record(endpoint, variant, len(images), started, failed=False)
+        scoring = False
+        try:
+            if not self.router.has(endpoint) and self.router.needs_refresh(endpoint):
+                await asyncio.to_thread(self.router.refresh, endpoint)
+            with self.router.use(endpoint) as loaded:
+                variant = self.router.choose(loaded, target_variant)
+                scoring = True
+                probabilities = await self._score(endpoint, variant, images, decode_one, tta)
+        except BcdError:
+            # Decoding up front reports a bad body before an unknown endpoint or
+            # variant; a deferred decode keeps that order.
+            if not scoring and decode_one is not None:
+                decode_one()
+            raise
         return Invocation(
             endpoint,
             variant.model_name,
@@ -149,6 +153,38 @@ class InferenceService:
             probabilities,
             variant.runtime.spec.decision_threshold,
         )
+
+    async def _score(
+        self,
+        endpoint: str,
+        variant: LoadedVariant,
+        images: list[np.ndarray] | None,
+        decode_one: Callable[[], np.ndarray] | None,
+        tta: bool | None,
+    ) -> np.ndarray:
+        """Probabilities from ``variant``, timed and counted (a bad body is not a failure)."""
+        count = len(images) if images is not None else 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                if decode_one is not None:
+                    probabilities = await variant.runtime.predict_one_async(decode_one, tta)
+                else:
+                    assert images is not None
+                    probabilities = await variant.runtime.predict_async(images, tta)
+        except (InvalidInputError, PayloadTooLargeError):
+            raise  # only a deferred decode raises these: the body was bad, not the variant
+        except TimeoutError as error:
+            self._record(endpoint, variant, count, started, failed=True)
+            raise BcdTimeoutError(
+                f"scoring took longer than {self.settings.request_timeout_s} s; "
+                "send fewer images per request or retry"
+            ) from error
+        except BaseException:
+            self._record(endpoint, variant, count, started, failed=True)
+            raise
+        self._record(endpoint, variant, count, started, failed=False)
+        return probabilities
 
     def invoke_sync(
         self,

@@ -7,36 +7,33 @@ override any dependency.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from starlette.requests import ClientDisconnect
 
 from bcd.config import Settings
-from bcd.errors import BcdTimeoutError, InvalidInputError
 from bcd.serving._metrics import ServingMetrics
 from bcd.serving._router import EndpointRouter
-from bcd.serving._security import key_from_headers, read_limited
+from bcd.serving._security import key_from_headers, read_body
 from bcd.serving._service import InferenceService
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings
 
 
-def get_service(request: Request) -> InferenceService:
+async def get_service(request: Request) -> InferenceService:
     """The app's inference service."""
     return request.app.state.service
 
 
-def get_router(request: Request) -> EndpointRouter:
+async def get_router(request: Request) -> EndpointRouter:
     """The app's endpoint router."""
     return request.app.state.router
 
 
-def get_metrics(request: Request) -> ServingMetrics:
+async def get_metrics(request: Request) -> ServingMetrics:
     """The app's metrics."""
     return request.app.state.metrics
 
@@ -74,17 +71,7 @@ async def request_body(request: Request, settings: SettingsDep, _key: ApiKeyDep)
         PayloadTooLargeError: The body is over the limit.
         BcdTimeoutError: The client took longer than the request timeout to send it.
     """
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            return await read_limited(
-                request.stream(), request.headers.get("content-length"), settings.max_body_bytes
-            )
-    except ClientDisconnect as error:
-        raise InvalidInputError("the client disconnected before sending the whole body") from error
-    except TimeoutError as error:
-        raise BcdTimeoutError(
-            f"the request body did not arrive within {settings.request_timeout_s} s"
-        ) from error
+    return await read_body(request.stream(), request.headers.get("content-length"), settings)
 
 
 BodyDep = Annotated[bytes, Depends(request_body)]

@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -57,6 +58,14 @@ def random_json(depth: int = 0) -> object:
             str(rng.choice(keys)): random_json(depth + 1) for _ in range(int(rng.integers(1, 3)))
         }
     return [[[random_json(depth + 3) for _ in range(3)]]]
+
+
+@pytest.fixture(params=[True, False], ids=["lean-path", "fastapi-path"])
+def client(make_client: Callable[..., TestClient], request: pytest.FixtureRequest) -> TestClient:
+    """Both ways a scoring request is answered: the lean ASGI path and FastAPI's routes."""
+    client = make_client()
+    client.app.state.lean_scoring = request.param  # type: ignore[attr-defined]
+    return client
 
 
 def assert_refused(response) -> None:  # type: ignore[no-untyped-def]

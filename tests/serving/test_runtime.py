@@ -205,3 +205,40 @@ def test_cancelled_requests_do_not_stop_the_worker() -> None:
     (third,) = batcher.submit(np.zeros((1, 1, 1, 1), np.float32))
     assert third.result(5).shape == (1, 2)
     batcher.close()
+
+
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_images_decoded_by_the_worker_score_like_decoded_ones(tiny_model: Path, tta: bool) -> None:
+    import asyncio
+
+    runtime = ModelRuntime(tiny_model, threads=1)
+    image = rng.integers(0, 256, size=(48, 52, 3), dtype=np.uint8)
+
+    def broken() -> np.ndarray:
+        raise InvalidInputError("the image could not be decoded")
+
+    async def score() -> tuple[np.ndarray, BaseException | None]:
+        good, bad = await asyncio.gather(
+            runtime.predict_one_async(lambda: image, tta),
+            runtime.predict_one_async(broken, tta),
+            return_exceptions=True,
+        )
+        assert isinstance(good, np.ndarray)
+        return good, bad if isinstance(bad, BaseException) else None
+
+    try:
+        deferred, error = asyncio.run(score())
+        np.testing.assert_allclose(deferred, runtime.predict([image], tta), rtol=1e-6)
+    finally:
+        runtime.close()
+    assert deferred.shape == (1, 2)
+    assert isinstance(error, InvalidInputError)
+
+
+def test_views_of_pixels_normalise_to_the_views_of_the_normalised_batch(tiny_model: Path) -> None:
+    preprocess = Preprocessor(load_model_spec(tiny_model))
+    pixels = rng.integers(0, 256, size=(3, 50, 50, 3), dtype=np.uint8)  # (N, H, W, 3)
+    np.testing.assert_array_equal(
+        preprocess.normalise(dihedral_views(pixels, axes=(1, 2))),
+        dihedral_views(preprocess.normalise(pixels)),
+    )

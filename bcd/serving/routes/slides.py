@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from bcd.errors import InvalidInputError, PayloadTooLargeError
 from bcd.serving.deps import ApiKeyDep, SettingsDep
-from bcd.slides import AnalysisOptions, SlideAnalysisService
+
+if TYPE_CHECKING:
+    # Imported when first used: the slide pipeline is not needed to start
+    # the server or to answer the scoring routes.
+    from bcd.slides import AnalysisOptions, SlideAnalysisService
 
 router = APIRouter(tags=["slides"])
 
@@ -45,13 +49,19 @@ def _predictor_factory(app: Any) -> Any:
         with endpoints.use(endpoint) as loaded:
             variant = endpoints.choose(loaded, None)
             variant_name, model_name = variant.name, variant.model_name
+            decision_threshold = variant.runtime.spec.decision_threshold
 
         def predict(tiles: Any) -> Any:
             with endpoints.use(endpoint) as loaded:
                 chosen = loaded.variants.get(variant_name) or endpoints.choose(loaded, None)
                 return chosen.runtime.predict(list(tiles))
 
-        return predict, {"endpoint": endpoint, "variant": variant_name, "model": model_name}
+        return predict, {
+            "endpoint": endpoint,
+            "variant": variant_name,
+            "model": model_name,
+            "decision_threshold": decision_threshold,
+        }
 
     return predictor_for
 
@@ -64,12 +74,14 @@ def get_slide_service(request: Request) -> SlideAnalysisService:
         with _service_lock:
             service = getattr(app.state, "slide_service", None)
             if service is None:
+                from bcd.slides import SlideAnalysisService
+
                 service = SlideAnalysisService(app.state.settings, _predictor_factory(app))
                 app.state.slide_service = service
     return service
 
 
-SlideServiceDep = Annotated[SlideAnalysisService, Depends(get_slide_service)]
+SlideServiceDep = Annotated[Any, Depends(get_slide_service)]
 
 
 class _Upload:
@@ -231,6 +243,8 @@ def _options(values: dict[str, str]) -> AnalysisOptions:
         if detect not in ("true", "false", "1", "0"):
             raise InvalidInputError(f"detect_tissue={detect!r} must be true or false")
         chosen["detect_tissue"] = detect in ("true", "1")
+    from bcd.slides import AnalysisOptions
+
     return AnalysisOptions(**chosen).validate()
 
 
