@@ -156,7 +156,10 @@ def _calibration(figure: Any, result: EvaluationResult) -> None:
         ylabel="observed IDC fraction",
         xlim=(0, 1),
         ylim=(0, 1),
-        title=f"Calibration ({ECE_BINS} equal-width bins, T = {result.temperature:g})",
+        title=(
+            f"Calibration ({ECE_BINS} equal-width bins, T = {result.temperature:.3g}, "
+            f"b = {result.logit_bias:.3g})"
+        ),
     )
     curve.legend(loc="upper left")
     edges = np.linspace(0, 1, ECE_BINS + 1)

@@ -29,8 +29,14 @@ def test_quickstart_imports_trains_and_deploys(tmp_path: Path, settings: Setting
     job = client.describe_training_job(TrainingJobName="quickstart-cnn")
     assert job["TrainingJobStatus"] == "Completed"
     assert job["HyperParameters"]["augmentation_type"] == "crop_color_transform"
+    assert job["HyperParameters"]["architecture"] == "deep"
     model_json = json.loads((export / "model.json").read_text())
     assert model_json["algorithm"] == "cnn"
+    # Calibrated on the validation split before it was registered, or told why not.
+    if "3/5 calibrated" in result.output:
+        assert 0 < model_json["decision_threshold"] < 1 and "logit_bias" in model_json
+    else:
+        assert "3/5 calibration skipped" in result.output
     assert (export / "model.onnx").stat().st_size > 0
 
 
