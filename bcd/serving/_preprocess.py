@@ -60,10 +60,13 @@ class Preprocessor:
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 → ``(N, 3, H, W)`` float32, contiguous, normalised."""
-        batch = pixels.astype(np.float32)  # (N, H, W, 3)
-        batch *= self._gain
-        batch += self._offset
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # (N, 3, H, W)
+        # Transpose the uint8 pixels first (a quarter of the bytes), so the
+        # float work runs over long contiguous planes rather than RGB triples.
+        planes = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))  # (N, 3, H, W) uint8
+        batch = planes.astype(np.float32)
+        batch *= self._gain.reshape(1, -1, 1, 1)
+        batch += self._offset.reshape(1, -1, 1, 1)
+        return batch
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         """Patches (each ``H'×W'×3`` uint8) → ``(N, 3, H, W)`` float32 batch."""
