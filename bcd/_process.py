@@ -10,7 +10,15 @@ dead process.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: This process's Linux autogroup file (see :func:`keep_caller_priority`).
+AUTOGROUP = Path("/proc/self/autogroup")
 
 #: Start times recorded and read back (rounded, or via another clock source)
 #: may differ by a fraction of a second; a reused pid starts much later.
@@ -55,3 +63,38 @@ def is_alive(pid: int | None, start_time: float | None) -> bool:
     except psutil.Error:
         return False
     return start_time is None or abs(started - start_time) < START_TIME_TOLERANCE_S
+
+
+def keep_caller_priority(autogroup: Path = AUTOGROUP) -> int:
+    """Give this session's CPU scheduling group the niceness the process inherited.
+
+    Job supervisors (with the jobs' processes) and tuning drivers run in a
+    session of their own. Under
+    Linux's autogroup scheduling (``kernel.sched_autogroup_enabled=1``) every
+    session is a CPU group of its own at nice 0, and a process's niceness only
+    counts against others of its group: ``nice -n 19 bcd train …`` would then
+    compete with the rest of the machine at full weight. Setting the group's
+    niceness keeps a niced job or tuning driver niced. Best effort: nothing happens without
+    ``/proc/self/autogroup`` or when the kernel refuses.
+
+    Args:
+        autogroup: The autogroup file of this process.
+
+    Returns:
+        The niceness the group was given, or 0 when left alone.
+    """
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness <= 0 or not autogroup.exists():
+        return 0
+    for _ in range(3):
+        try:
+            autogroup.write_text(f"{niceness}\n")
+            return niceness
+        except BlockingIOError:
+            time.sleep(0.15)  # the kernel allows one change per 100 ms machine-wide
+        except OSError as error:
+            logger.info(
+                "could not set this session's scheduling group to nice %d: %s", niceness, error
+            )
+            return 0
+    return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bcd._process import process_start_time
+from bcd._process import keep_caller_priority, process_start_time
 from bcd.config import Settings, get_settings
 from bcd.db import utcnow
 from bcd.errors import BcdError
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 _POLL_S = 0.2
 _DB_POLL_S = 2.0
 _FAILURE_REASON_CHARS = 2000
-AUTOGROUP = Path("/proc/self/autogroup")
 
 
 def _signal_name(returncode: int) -> str:
@@ -425,38 +424,6 @@ class Supervisor:
             allowed_from={"InProgress", "Stopping"},
             **fields,
         )
-
-
-def keep_caller_priority(autogroup: Path = AUTOGROUP) -> int:
-    """Give this session's CPU scheduling group the niceness the process inherited.
-
-    The supervisor and the job's processes run in a session of their own. Under
-    Linux's autogroup scheduling (``kernel.sched_autogroup_enabled=1``) every
-    session is a CPU group of its own at nice 0, and a process's niceness only
-    counts against others of its group: ``nice -n 19 bcd train …`` would then
-    compete with the rest of the machine at full weight. Setting the group's
-    niceness keeps a niced job niced. Best effort: nothing happens without
-    ``/proc/self/autogroup`` or when the kernel refuses.
-
-    Args:
-        autogroup: The autogroup file of this process.
-
-    Returns:
-        The niceness the group was given, or 0 when left alone.
-    """
-    niceness = os.getpriority(os.PRIO_PROCESS, 0)
-    if niceness <= 0 or not autogroup.exists():
-        return 0
-    for _ in range(3):
-        try:
-            autogroup.write_text(f"{niceness}\n")
-            return niceness
-        except BlockingIOError:
-            time.sleep(0.15)  # the kernel allows one change per 100 ms machine-wide
-        except OSError as error:
-            logger.info("could not set the job's scheduling group to nice %d: %s", niceness, error)
-            return 0
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

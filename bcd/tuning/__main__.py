@@ -23,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from bcd._process import keep_caller_priority
     from bcd.tuning._driver import drive
+
+    niceness = keep_caller_priority()
+    if niceness:
+        logging.getLogger("bcd.tuning").info("running at nice %d", niceness)
 
     try:
         status = drive(arguments.name, settings, primary=not arguments.worker)
