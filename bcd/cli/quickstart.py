@@ -18,18 +18,18 @@ console = Console()
 # The recipe the bundled model was trained with (see MODEL_CARD.md).
 BUNDLED_RECIPE: dict[str, str] = {
     "architecture": "deep",
-    "epochs": "16",
+    "epochs": "28",
     "mini_batch_size": "128",
     "learning_rate": "0.003",
     "optimizer": "adam",
     "lr_scheduler": "cosine",
     "weight_decay": "0.0001",
     "augmentation_type": "crop_color_transform",
-    "stain_jitter": "0.05",
+    "stain_jitter": "0.1",
     "dropout": "0.3",
     "class_weights": "balanced",
     "model_selection_metric": "validation:auc",
-    "seed": "1",
+    "seed": "2",
 }
 
 
