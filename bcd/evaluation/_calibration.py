@@ -119,25 +119,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tolerance: float = 1
         InvalidInputError: On mismatched shapes, an empty set or non-finite logits.
     """
     logits, labels = _as_logits(logits, labels)
-    low, high = _LOG_T_RANGE
-
-    def loss(log_t: float) -> float:
-        return temperature_nll(logits, labels, math.exp(log_t))
-
-    inner_low = high - _GOLDEN * (high - low)
-    inner_high = low + _GOLDEN * (high - low)
-    loss_low, loss_high = loss(inner_low), loss(inner_high)
-    while high - low > tolerance:
-        if loss_low <= loss_high:
-            high, inner_high, loss_high = inner_high, inner_low, loss_low
-            inner_low = high - _GOLDEN * (high - low)
-            loss_low = loss(inner_low)
-        else:
-            low, inner_low, loss_low = inner_low, inner_high, loss_high
-            inner_high = low + _GOLDEN * (high - low)
-            loss_high = loss(inner_high)
-    fitted = math.exp((low + high) / 2)
-    if min(abs(low - _LOG_T_RANGE[0]), abs(high - _LOG_T_RANGE[1])) < 1e-3:
+    log_t, _ = _golden_minimum(
+        lambda log_t: temperature_nll(logits, labels, math.exp(log_t)), *_LOG_T_RANGE, tolerance
+    )
+    fitted = math.exp(log_t)
+    if min(abs(log_t - _LOG_T_RANGE[0]), abs(_LOG_T_RANGE[1] - log_t)) < 1e-3:
         logger.warning(
             "the fitted temperature %.4g is at the edge of the search range: the validation "
             "patches are (almost) perfectly separated, so the NLL has no interior minimum",

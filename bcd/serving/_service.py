@@ -41,6 +41,17 @@ class Invocation:
     probabilities: np.ndarray
     threshold: float = 0.5
 
+    @classmethod
+    def of(cls, endpoint: str, variant: LoadedVariant, probabilities: np.ndarray) -> Invocation:
+        """The answer of ``variant``, decided at its model's ``decision_threshold``."""
+        return cls(
+            endpoint,
+            variant.model_name,
+            variant.name,
+            probabilities,
+            variant.runtime.spec.decision_threshold,
+        )
+
     def predictions(self) -> list[dict[str, object]]:
         """One dict per image: probabilities, predicted class, verdict and message.
 
@@ -146,13 +157,7 @@ class InferenceService:
             if not scoring and decode_one is not None:
                 decode_one()
             raise
-        return Invocation(
-            endpoint,
-            variant.model_name,
-            variant.name,
-            probabilities,
-            variant.runtime.spec.decision_threshold,
-        )
+        return Invocation.of(endpoint, variant, probabilities)
 
     async def _score(
         self,
@@ -176,15 +181,18 @@ class InferenceService:
             raise  # only a deferred decode raises these: the body was bad, not the variant
         except TimeoutError as error:
             self._record(endpoint, variant, count, started, failed=True)
-            raise BcdTimeoutError(
-                f"scoring took longer than {self.settings.request_timeout_s} s; "
-                "send fewer images per request or retry"
-            ) from error
+            raise self._timeout() from error
         except BaseException:
             self._record(endpoint, variant, count, started, failed=True)
             raise
         self._record(endpoint, variant, count, started, failed=False)
         return probabilities
+
+    def _timeout(self) -> BcdTimeoutError:
+        return BcdTimeoutError(
+            f"scoring took longer than {self.settings.request_timeout_s} s; "
+            "send fewer images per request or retry"
+        )
 
     def invoke_sync(
         self,
@@ -210,18 +218,9 @@ class InferenceService:
                 )
             except TimeoutError as error:
                 self._record(endpoint, variant, len(images), started, failed=True)
-                raise BcdTimeoutError(
-                    f"scoring took longer than {self.settings.request_timeout_s} s; "
-                    "send fewer images per request or retry"
-                ) from error
+                raise self._timeout() from error
             except BaseException:
                 self._record(endpoint, variant, len(images), started, failed=True)
                 raise
             self._record(endpoint, variant, len(images), started, failed=False)
-        return Invocation(
-            endpoint,
-            variant.model_name,
-            variant.name,
-            probabilities,
-            variant.runtime.spec.decision_threshold,
-        )
+        return Invocation.of(endpoint, variant, probabilities)
