@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -239,8 +240,10 @@ def test_a_new_job_session_keeps_the_callers_niceness(niceness: int) -> None:
         timeout=60,
         check=True,
     )
+    # os.nice adds to the niceness this test itself runs at.
+    expected = min(os.nice(0) + niceness, 19)
     given, group_nice = probe.stdout.split()
-    assert int(given) == niceness and int(group_nice) == niceness
+    assert int(given) == expected and int(group_nice) == expected
 
 
 def test_keep_caller_priority_writes_the_niceness_only_where_it_can(
