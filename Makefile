@@ -16,7 +16,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[serve,train,dev]'
+	$(PIP) install -q -e '.[serve,train,slides,dev]'
 	touch $@ $(VENV)/.serve
 
 run: $(VENV)/.serve

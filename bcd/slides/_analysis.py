@@ -3,7 +3,9 @@
 Memory stays bounded whatever the slide size: tiles are read band by band
 (a few grid rows at a time), batched, scored and dropped; only the
 probability map (one float per tile) and a thumbnail are kept. Reading runs in
-a background thread one batch ahead of inference, so the two overlap.
+a background thread one batch ahead of inference, so the two overlap. While a
+slide still decodes in the background (a PNG), the likely tissue of its
+decoded top is scored as the mask is being computed (:mod:`bcd.slides._early`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from bcd.errors import InvalidInputError
+from bcd.slides._early import early_scoring_applies, score_early
 from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, band_tiles, plan_grid, read_band
 from bcd.slides._tissue import saturation, tissue_threshold
 from bcd.slides.readers import BaseSlideReader
@@ -142,7 +146,9 @@ class SlideAnalysis:
         thumbnail: uint8 ``(h, w, 3)`` picture of the whole slide.
         thumbnail_downsample: Level-0 pixels per thumbnail pixel.
         tissue_threshold: Saturation threshold used.
-        seconds: Wall time of each stage (``mask``, ``tiles``, ``total``).
+        seconds: Wall time of each stage: ``mask`` (until the tissue mask was
+            known; tiles may have been scored meanwhile), ``tiles`` (the rest)
+            and ``total``.
         slide: Facts about the slide (size, levels, mpp and where it came from).
         options: The options used.
         notes: What was assumed or adjusted, for the report.
@@ -197,38 +203,43 @@ def analyze_slide(
     options = (options or AnalysisOptions()).validate().with_threshold(None)
     started = time.perf_counter()
     grid = plan_grid(reader, stride=options.stride, mpp=options.mpp, target_mpp=options.model_mpp)
-    # A few pixels per tile are plenty for the heatmap; small slides get small thumbnails.
-    thumbnail_size = min(
-        options.thumbnail_size,
-        max(_MIN_THUMBNAIL, _THUMBNAIL_PIXELS_PER_TILE * max(grid.rows, grid.cols)),
-    )
-    thumbnail, thumbnail_downsample = reader.thumbnail(thumbnail_size)
-    thumbnail_saturation = saturation(thumbnail)
-    threshold = (
-        options.tissue_threshold
-        if options.tissue_threshold is not None
-        else tissue_threshold(thumbnail, saturation_map=thumbnail_saturation)
-    )
-    if options.detect_tissue:
-        fractions = tile_tissue_fractions(
-            reader, grid, threshold, thumbnail_saturation, thumbnail_downsample
-        )
-        tissue = fractions >= max(options.min_tissue_fraction, 1e-9)
+
+    def score(tiles: np.ndarray) -> np.ndarray:
+        return _idc_probabilities(predict(tiles), len(tiles))
+
+    if early_scoring_applies(reader, grid, options.detect_tissue, options.batch_size):
+        # The mask waits for the whole slide; meanwhile the decoded top is scored.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slide-mask")
+        try:
+            masking = pool.submit(_tissue_map, reader, grid, options)
+            probabilities, scored = score_early(
+                reader,
+                grid,
+                score,
+                options.batch_size,
+                options.tissue_threshold,
+                options.min_tissue_fraction,
+                masking.done,
+            )
+            thumbnail, thumbnail_downsample, threshold, tissue = masking.result()
+        finally:
+            pool.shutdown(wait=False)  # after a failure, the mask is not waited for
+        probabilities[scored & ~tissue] = np.nan  # the guess was wrong: not tissue
     else:
-        tissue = np.ones((grid.rows, grid.cols), dtype=bool)
+        thumbnail, thumbnail_downsample, threshold, tissue = _tissue_map(reader, grid, options)
+        probabilities = np.full((grid.rows, grid.cols), np.nan, dtype=np.float32)
+        scored = np.zeros_like(tissue)
     mask_seconds = time.perf_counter() - started
+    remaining = tissue & ~scored
     total = int(tissue.sum())
     logger.info(
         "slide grid %dx%d, %d tissue tiles, level %d", grid.rows, grid.cols, total, grid.level
     )
-
-    probabilities = np.full((grid.rows, grid.cols), np.nan, dtype=np.float32)
-    done = 0
+    done = total - int(remaining.sum())
     if progress is not None:
-        progress(0, total)
-    for rows, cols, tiles in _prefetch(_batches(reader, grid, tissue, options.batch_size)):
-        scores = _idc_probabilities(predict(tiles), len(tiles))
-        probabilities[rows, cols] = scores
+        progress(done, total)
+    for rows, cols, tiles in _prefetch(_batches(reader, grid, remaining, options.batch_size)):
+        probabilities[rows, cols] = score(tiles)
         done += len(tiles)
         if progress is not None:
             progress(done, total)
@@ -258,6 +269,32 @@ def analyze_slide(
         options=options,
         notes=list(grid.notes),
     )
+
+
+def _tissue_map(
+    reader: BaseSlideReader, grid: TileGrid, options: AnalysisOptions
+) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """Thumbnail, its downsample, the saturation threshold and the tiles to score."""
+    # A few pixels per tile are plenty for the heatmap; small slides get small thumbnails.
+    thumbnail_size = min(
+        options.thumbnail_size,
+        max(_MIN_THUMBNAIL, _THUMBNAIL_PIXELS_PER_TILE * max(grid.rows, grid.cols)),
+    )
+    thumbnail, thumbnail_downsample = reader.thumbnail(thumbnail_size)
+    thumbnail_saturation = saturation(thumbnail)
+    threshold = (
+        options.tissue_threshold
+        if options.tissue_threshold is not None
+        else tissue_threshold(thumbnail, saturation_map=thumbnail_saturation)
+    )
+    if options.detect_tissue:
+        fractions = tile_tissue_fractions(
+            reader, grid, threshold, thumbnail_saturation, thumbnail_downsample
+        )
+        tissue = fractions >= max(options.min_tissue_fraction, 1e-9)
+    else:
+        tissue = np.ones((grid.rows, grid.cols), dtype=bool)
+    return thumbnail, thumbnail_downsample, float(threshold), tissue
 
 
 def tile_tissue_fractions(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +90,36 @@ def test_imagecodecs_failure_falls_back_to_pillow(
 ) -> None:
     imagecodecs = pytest.importorskip("imagecodecs")
 
-    def broken(data: bytes) -> np.ndarray:
+    def broken(data: bytes, **options: object) -> np.ndarray:
+        raise imagecodecs.PngError("simulated codec failure")
+
+    def no_inflate(data: bytes, **options: object) -> bytes:
+        raise imagecodecs.ZlibngError("simulated codec failure")
+
+    monkeypatch.setattr(imagecodecs, "png_decode", broken)
+    monkeypatch.setattr(imagecodecs, "zlibng_decode", no_inflate)
+    image = _noise(40, 50)
+    Image.fromarray(image).save(tmp_path / "slide.png")
+    with open_slide(tmp_path / "slide.png") as reader:
+        assert reader._picture is not None
+        np.testing.assert_array_equal(reader.read_region(0, 0, 50, 40), image)
+
+
+def test_background_unfilter_failure_decodes_the_picture_another_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imagecodecs = pytest.importorskip("imagecodecs")
+
+    def broken(data: bytes, **options: object) -> np.ndarray:
         raise imagecodecs.PngError("simulated codec failure")
 
     monkeypatch.setattr(imagecodecs, "png_decode", broken)
     image = _noise(40, 50)
     Image.fromarray(image).save(tmp_path / "slide.png")
     with open_slide(tmp_path / "slide.png") as reader:
-        assert reader._picture is not None
+        assert reader._progressive is not None  # rows were to come from the background
         np.testing.assert_array_equal(reader.read_region(0, 0, 50, 40), image)
+        assert reader.rows_ready() == 40
 
 
 @pytest.mark.parametrize(
@@ -198,3 +221,48 @@ def test_png_encoder_takes_pillow_images_and_large_pictures() -> None:
 def test_png_encoder_refuses_what_it_cannot_write(pixels: np.ndarray) -> None:
     with pytest.raises(ValueError, match="PNG"):
         encode_png(pixels)
+
+
+@pytest.mark.parametrize("max_size", [64, 97, 150, 400], ids=lambda size: f"thumb{size}")
+def test_png_reader_thumbnail_from_parallel_parts_equals_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_size: int
+) -> None:
+    pytest.importorskip("imagecodecs")
+    monkeypatch.setattr("bcd.slides.readers._pillow.worker_count", lambda: 3)
+    image = _noise(301, 257, seed=9)
+    Image.fromarray(image).save(tmp_path / "slide.png")
+    with PillowSlideReader(str(tmp_path / "slide.png")) as reader:
+        assert reader._picture is None  # decoded into numpy
+        fast, fast_downsample = reader.thumbnail(max_size)
+    reference, downsample = ArraySlideReader(image).thumbnail(max_size)
+    assert fast_downsample == downsample
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_png_encoder_deflates_blocks_in_parallel_into_one_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bcd.slides import _png
+
+    monkeypatch.setattr(_png, "worker_count", lambda: 3)
+    monkeypatch.setattr(_png, "_PARALLEL_BYTES", 1000)
+    blocks: list[int] = []
+    deflate = _png._deflate
+
+    def counting(parts: list[np.ndarray], channels: int, level: int) -> list[bytes]:
+        blocks.append(len(parts))
+        return deflate(parts, channels, level)
+
+    monkeypatch.setattr(_png, "_deflate", counting)
+    pixels = _noise(301, 257, seed=10)
+    pixels[100:200] = (230, 160, 200)  # flat rows, as in the heatmap's cells
+    data = encode_png(pixels)
+    assert blocks == [3]
+    stream, position = b"", 8
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        if data[position + 4 : position + 8] == b"IDAT":
+            stream += data[position + 8 : position + 8 + length]
+        position += 12 + length
+    assert len(zlib.decompress(stream)) == 301 * (1 + 257 * 3)  # checks the Adler-32 too
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)

@@ -64,6 +64,16 @@ class BaseSlideReader(abc.ABC):
             ((width0 / width) + (height0 / height)) / 2 for width, height in self.level_dimensions
         )
 
+    def rows_ready(self) -> int:
+        """Level-0 rows, from the top, readable now without waiting.
+
+        Readers that decode in the background (a PNG unfiltered on other
+        threads) report their progress here, so tiles near the top can be
+        scored while the rest decodes; such readers are safe to read from
+        several threads. Others are readable at once: the full height.
+        """
+        return self.dimensions[1]
+
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
         """Read a rectangle of level ``level``.
 

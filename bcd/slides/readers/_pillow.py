@@ -8,9 +8,14 @@ An RGB image stays in Pillow's memory: regions are cropped from it and the
 thumbnail is shrunk by Pillow directly, so the picture is never copied whole
 into numpy. Other modes (alpha, palette with transparency) are composited onto
 white once, into a numpy array. When ``imagecodecs`` is installed (the
-``slides`` extra) an 8-bit RGB PNG is decoded by it instead, about 1.5x faster
-than Pillow (zlib-ng); Pillow still reads the header first, so its
-decompression-bomb guard applies either way.
+``slides`` extra) an 8-bit RGB PNG is decoded with it instead: inflated with
+zlib-ng when the reader opens, then unfiltered on background threads
+(:class:`~bcd.slides.readers._png_decode.ProgressivePng`), so the top rows can
+be read (and scored) while the rest decodes; reads wait for their rows. Other
+PNGs it decodes whole, about 1.5x faster than Pillow. Pillow still reads the
+header first, so its decompression-bomb guard applies either way, and it
+decodes (and explains) whatever ``imagecodecs`` refuses. The thumbnail of a
+picture held in numpy is shrunk in horizontal parts on several threads.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from PIL import Image
 
 from bcd.errors import InvalidInputError, PayloadTooLargeError
 from bcd.slides.readers._array import as_rgb
-from bcd.slides.readers._base import BaseSlideReader
+from bcd.slides.readers._base import BaseSlideReader, _box_reduce, _resize
+from bcd.slides.readers._png_decode import ProgressivePng, parallel_map, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +75,11 @@ class PillowSlideReader(BaseSlideReader):
             ) from error
         self.format = (image_format or "image").lower()
         self._mpp = _mpp_from_dpi(info.get("dpi"))
-        if isinstance(picture, np.ndarray):
+        self._progressive: ProgressivePng | None = None
+        if isinstance(picture, ProgressivePng):
+            self._progressive = picture
+            self._image = picture.image
+        elif isinstance(picture, np.ndarray):
             self._image = picture
         elif picture.mode == "RGB":
             self._picture = picture
@@ -91,14 +101,31 @@ class PillowSlideReader(BaseSlideReader):
     def mpp(self) -> float | None:
         return self._mpp
 
+    def rows_ready(self) -> int:
+        if self._progressive is None:
+            return self._size[1]
+        return self._progressive.rows_ready
+
+    def _wait(self, rows: int) -> None:
+        if self._progressive is None:
+            return
+        try:
+            self._progressive.wait(rows)
+        except RuntimeError as error:
+            raise InvalidInputError(
+                f"{self.path} could not be decoded ({error}); check that the file is a complete PNG"
+            ) from error
+
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         if self._picture is not None:
             return np.asarray(self._picture.crop((x, y, x + width, y + height)))
+        self._wait(y + height)
         return self._image[y : y + height, x : x + width]
 
     def _shrink(self, level: int, block: int, out_width: int, out_height: int) -> np.ndarray:
         if self._picture is None:
-            return super()._shrink(level, block, out_width, out_height)
+            self._wait(self._size[1])
+            return _shrink_in_parallel(self._image, block, out_width, out_height)
         # The same reduce-then-box-resize as the banded numpy path, without the copies.
         reduced = self._picture.reduce(block) if block > 1 else self._picture
         if reduced.size != (out_width, out_height):
@@ -109,14 +136,38 @@ class PillowSlideReader(BaseSlideReader):
         if self._picture is not None:
             self._picture.close()
             self._picture = None
+        if self._progressive is not None:
+            self._progressive.close()
+            self._progressive = None
         self._image = np.zeros((1, 1, 3), dtype=np.uint8)
 
 
-def _decode(path: str) -> tuple[Image.Image | np.ndarray, str | None, dict[Any, Any]]:
+def _shrink_in_parallel(
+    image: np.ndarray, block: int, out_width: int, out_height: int
+) -> np.ndarray:
+    """``image`` box-averaged by ``block``, then resized: horizontal parts on several threads.
+
+    Parts are whole multiples of the block, so reducing part by part equals
+    reducing the whole picture at once (as the banded base-class path does).
+    """
+    if block == 1:
+        return _resize(image, out_width, out_height)
+    height = image.shape[0]
+    rows = -(-height // worker_count() // block) * block
+    parts = [image[top : top + rows] for top in range(0, height, rows)]
+    reduced = parallel_map(lambda part: _box_reduce(part, block), parts)
+    return _resize(
+        reduced[0] if len(reduced) == 1 else np.concatenate(reduced), out_width, out_height
+    )
+
+
+def _decode(
+    path: str,
+) -> tuple[Image.Image | np.ndarray | ProgressivePng, str | None, dict[Any, Any]]:
     """Decode an image as RGB or RGBA; returns it with the file's format and info.
 
-    The picture is a Pillow image, or a uint8 ``(h, w, 3)`` array when
-    ``imagecodecs`` decoded an RGB PNG.
+    The picture is a Pillow image, or with ``imagecodecs`` for an RGB PNG a
+    uint8 ``(h, w, 3)`` array or a :class:`ProgressivePng` still decoding.
     """
     image = Image.open(path)
     image_format, info = image.format, dict(image.info)
@@ -135,11 +186,13 @@ def _decode(path: str) -> tuple[Image.Image | np.ndarray, str | None, dict[Any, 
     return picture, image_format, info
 
 
-def _decode_rgb_png(path: str, image: Image.Image) -> np.ndarray | None:
-    """An 8-bit RGB PNG decoded by ``imagecodecs``; ``None`` to leave it to Pillow.
+def _decode_rgb_png(path: str, image: Image.Image) -> np.ndarray | ProgressivePng | None:
+    """An 8-bit RGB PNG decoded with ``imagecodecs``; ``None`` to leave it to Pillow.
 
-    Pillow decides everything else: other formats and modes, transparency,
-    and the error message for a damaged file (``imagecodecs`` errors fall back).
+    Rows are unfiltered in the background (:class:`ProgressivePng`) when the
+    file allows, else the file is decoded whole by ``imagecodecs``. Pillow
+    decides everything else: other formats and modes, transparency, and the
+    error message for a damaged file (``imagecodecs`` errors fall back).
     """
     if image.format != "PNG" or image.mode != "RGB" or "transparency" in image.info:
         return None
@@ -149,15 +202,27 @@ def _decode_rgb_png(path: str, image: Image.Image) -> np.ndarray | None:
         return None
     with open(path, "rb") as handle:
         data = handle.read()
+    expected = (image.size[1], image.size[0], 3)
+    progressive = ProgressivePng.open(data, fallback=lambda: _decode_with_pillow(path))
+    if progressive is not None:
+        if progressive.image.shape == expected:
+            return progressive
+        progressive.close()
     try:
         pixels = imagecodecs.png_decode(data)
     except Exception as error:  # any codec failure: Pillow decodes and explains
         logger.debug("imagecodecs could not decode %s (%s); using Pillow", path, error)
         return None
-    expected = (image.size[1], image.size[0], 3)
     if pixels.dtype != np.uint8 or pixels.shape != expected:
         return None
     return np.asarray(pixels)
+
+
+def _decode_with_pillow(path: str) -> np.ndarray:
+    """An RGB picture decoded whole by Pillow, as a uint8 array."""
+    with warnings.catch_warnings(), Image.open(path) as image:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return np.asarray(image.convert("RGB"))
 
 
 def _rgb_or_rgba(image: Image.Image) -> Image.Image:
