@@ -1,7 +1,8 @@
 """Serving speed: `bcd serve` against a naive baseline, one run, loopback only.
 
-Prints, for the ``cnn`` model (the bundled one when it is a cnn, else a
-``SmallCNN`` with random weights exported by the algorithms package):
+Prints, for the ``cnn`` model (the bundled one when it ships its torch weights,
+else the bundled model's architecture and hyperparameters with random weights,
+exported by the algorithms package):
 
 1. time from starting ``bcd serve`` to its first answered prediction (target < 2 s);
 2. requests/s and p50/p99 latency of single-patch ``POST /predict-breast-cancer``
@@ -19,7 +20,13 @@ Load comes from ``wrk`` (a Python client tops out near 250 requests/s here);
 install it with ``apt-get install wrk`` (Debian/Ubuntu) or ``brew install wrk``.
 Every run is bounded by ``--duration`` seconds.
 
-    .venv/bin/python bench/serve_bench.py [--duration 8] [--json results.json]
+    .venv/bin/python bench/serve_bench.py [--duration 8] [--json results.json] [--floor]
+
+``--floor`` also measures what no Python server here can go below at the
+highest concurrency: the CPU per request of wrk plus a bare uvicorn app that
+hops each request through a worker thread, plus a bare ONNX Runtime session
+at the batch size ``bcd serve`` formed (read from its /metrics), plus one
+patch decode; and the requests/s that floor would allow on these cores.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -65,7 +73,9 @@ def free_port() -> int:
 
 
 def cnn_model(folder: Path) -> Path:
-    """A cnn model folder: the bundled model if it is a cnn, else random weights."""
+    """A cnn model folder that both servers can run: the bundled model if it ships
+    its torch weights, else the bundled model's architecture, hyperparameters and
+    normalisation with random weights (same compute, which is what is measured)."""
     bundled = ROOT / "bcd" / "bundled"
     for candidate in [bundled, *bundled.glob("*")]:
         document = candidate / "model.json"
@@ -81,18 +91,23 @@ def cnn_model(folder: Path) -> Path:
     from bcd.algorithms.artifacts import write_artifacts
     from bcd.algorithms.models import build_model
 
+    raw = {"image_shape": "3,50,50", "num_classes": "2", "epochs": "1"}
+    mean, std = (0.8, 0.62, 0.78), (0.12, 0.16, 0.11)
+    shipped = bundled / "model.json"
+    if shipped.is_file() and json.loads(shipped.read_text()).get("algorithm") == "cnn":
+        spec = json.loads(shipped.read_text())
+        raw = {name: str(value) for name, value in spec["hyperparameters"].items()}
+        mean, std = tuple(spec["input"]["mean"]), tuple(spec["input"]["std"])
     torch.manual_seed(0)
-    hyperparameters = get_algorithm("cnn").validate_hyperparameters(
-        {"image_shape": "3,50,50", "num_classes": "2", "epochs": "1"}
-    )
+    hyperparameters = get_algorithm("cnn").validate_hyperparameters(raw)
     model = build_model("cnn", hyperparameters).eval()
     write_artifacts(
         folder,
         model,
         algorithm="cnn",
         hyperparameters=hyperparameters,
-        mean=(0.8, 0.62, 0.78),
-        std=(0.12, 0.16, 0.11),
+        mean=mean,
+        std=std,
         parity_batch=torch.randn(8, 3, 50, 50),
         metrics={},
         dataset={"name": "random-weights"},
@@ -157,6 +172,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds() -> float:
+    """CPU time (user + system) of this process's finished children (wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mean_batch_size(url: str) -> tuple[float, float]:
+    """``(sum, count)`` of ``bcd_batch_size`` so far, from the server's /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind in totals:
+        for match in re.finditer(rf"^bcd_batch_size_{kind}{{[^}}]*}} ([\d.e+]+)$", text, re.M):
+            totals[kind] += float(match.group(1))
+    return totals["sum"], totals["count"]
+
+
 def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
     """One wrk run; also the server's CPU time per answered request.
 
@@ -166,9 +199,10 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
     threads = 1 if connections == 1 else 2
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(script), f"{url}/predict-breast-cancer"]
-    cpu_before = cpu_seconds(pid)
+    cpu_before, client_before = cpu_seconds(pid), children_cpu_seconds()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cpu_used = cpu_seconds(pid) - cpu_before
+    client_used = children_cpu_seconds() - client_before
 
     def latency(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
@@ -191,6 +225,9 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
         "socket_errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
         "server_cpu_ms_per_request": (
             cpu_used * 1000 / int(answered.group(1)) if answered else float("nan")
+        ),
+        "wrk_cpu_ms_per_request": (
+            client_used * 1000 / int(answered.group(1)) if answered else float("nan")
         ),
     }
 
@@ -253,6 +290,97 @@ def batch_throughput(url: str, model_dir: Path, seconds: float) -> dict[str, flo
     }
 
 
+HOP_ANSWER = json.dumps(
+    {"probabilities": [0.1, 0.9], "predicted_class": 1, "cancer_detected": True,
+     "message": "Cancer detected", "model": "m", "variant": "AllTraffic", "threshold": 0.5}
+).encode()  # fmt: skip
+
+
+def hop_server(port: int) -> None:
+    """The floor of any Python server here: uvicorn (uvloop + httptools) and a
+    bare ASGI app that reads the body, hands it to a worker thread and back
+    (as micro-batching does), and answers a fixed JSON body."""
+    import asyncio
+    import queue
+    import threading
+
+    import uvicorn
+
+    pending: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
+        queue.SimpleQueue()
+    )
+
+    def worker() -> None:
+        while True:
+            loop, waiter = pending.get()
+            loop.call_soon_threadsafe(waiter.set_result, None)
+
+    threading.Thread(target=worker, daemon=True).start()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(HOP_ANSWER))]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        pending.put((loop, waiter))
+        await waiter
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": HOP_ANSWER})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+def floor(
+    model_dir: Path, script: Path, connections: int, duration: int, batch: int
+) -> dict[str, float]:
+    """CPU per request that no server here can go below: wrk + the hop server, a
+    bare ONNX Runtime session at ``batch`` images per call, one patch decode."""
+    import onnxruntime as ort
+
+    from bcd.serving import Preprocessor, load_model_spec
+    from bcd.serving._decode import decode_image
+
+    port = free_port()
+    command = [sys.executable, __file__, "--hop-server", str(port)]
+    with server(command, dict(os.environ)) as process:
+        first_answer(f"http://127.0.0.1:{port}", b"", process)
+        http = wrk(f"http://127.0.0.1:{port}", script, connections, duration, process.pid)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    patch = PATCH.read_bytes()
+    pixels = Preprocessor(load_model_spec(model_dir))([decode_image(patch, 10**8)] * batch)
+    session.run(None, {"images": pixels})
+    calls = max(20, 2000 // batch)
+    started = time.process_time()
+    for _ in range(calls):
+        session.run(None, {"images": pixels})
+    model_ms = (time.process_time() - started) * 1000 / (calls * batch)
+    started = time.process_time()
+    for _ in range(2000):
+        decode_image(patch, 10**8)
+    decode_ms = (time.process_time() - started) * 1000 / 2000
+    total = (
+        http["server_cpu_ms_per_request"] + http["wrk_cpu_ms_per_request"] + model_ms + decode_ms
+    )
+    return {
+        "hop_server_cpu_ms": http["server_cpu_ms_per_request"],
+        "wrk_cpu_ms": http["wrk_cpu_ms_per_request"],
+        "hop_server_rps": http["rps"],
+        "model_cpu_ms_per_patch": model_ms,
+        "batch": batch,
+        "decode_cpu_ms": decode_ms,
+        "floor_cpu_ms": total,
+        "bound_rps": len(os.sched_getaffinity(0)) * 1000 / total,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,7 +388,16 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the CPU floor per request at the highest concurrency",
+    )
+    parser.add_argument("--hop-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hop_server:
+        hop_server(args.hop_server)
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
     if not PATCH.is_file():
@@ -288,9 +425,14 @@ def main() -> None:
             print(f"bcd serve: first answer {results['startup_s']:.2f} s after start", flush=True)
             results["bcd"] = {}
             for connections in args.concurrency:
+                batches_before = mean_batch_size(url)
                 results["bcd"][connections] = wrk(
                     url, script, connections, args.duration, process.pid
                 )
+                batches_after = mean_batch_size(url)
+                results["bcd"][connections]["mean_batch"] = (
+                    batches_after[0] - batches_before[0]
+                ) / max(1.0, batches_after[1] - batches_before[1])
                 print(f"bcd serve  c={connections:<3} {results['bcd'][connections]}", flush=True)
             results["batch"] = batch_throughput(url, model_dir, seconds=args.duration / 2)
             print(f"batch 256: {results['batch']}", flush=True)
@@ -312,6 +454,11 @@ def main() -> None:
                     url, script, connections, args.duration, process.pid
                 )
                 print(f"naive      c={connections:<3} {results['naive'][connections]}", flush=True)
+        if args.floor:
+            top = max(args.concurrency)
+            batch = max(1, round(results["bcd"][top]["mean_batch"]))
+            results["floor"] = floor(model_dir, script, top, args.duration, batch)
+            print(f"floor      c={top:<3} {results['floor']}", flush=True)
 
     print()
     columns = f"{'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}"
@@ -334,6 +481,18 @@ def main() -> None:
         "(target >= 0.8x)"
     )
     print(f"startup to first answer: {results['startup_s']:.2f} s (target < 2 s)")
+    if args.floor:
+        bound, top = results["floor"], max(args.concurrency)
+        ours = results["bcd"][top]
+        print(
+            f"CPU per request at c={top}: bcd serve {ours['server_cpu_ms_per_request']:.2f} ms "
+            f"+ wrk {ours['wrk_cpu_ms_per_request']:.3f} ms; "
+            f"floor {bound['floor_cpu_ms']:.2f} ms = "
+            f"uvicorn hop server {bound['hop_server_cpu_ms']:.3f} + wrk {bound['wrk_cpu_ms']:.3f} "
+            f"+ model {bound['model_cpu_ms_per_patch']:.3f} (batch {bound['batch']}) "
+            f"+ decode {bound['decode_cpu_ms']:.3f}; at full use of "
+            f"{results['cores']} cores that floor allows {bound['bound_rps']:.0f} requests/s"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -13,10 +13,17 @@ A request may also queue a *deferred* item (:meth:`MicroBatcher.submit_deferred`
 a function that produces its array, run by the worker just before the batch's
 inference call. The HTTP event loop then does no decoding at all, and the
 replicas decode in parallel; a failure of one item fails only that request.
+
+Asyncio callers (:meth:`MicroBatcher.submit_async`,
+:meth:`MicroBatcher.submit_deferred_async`) get plain asyncio futures of their
+own loop. The worker settles all of a batch's asyncio futures with one
+``call_soon_threadsafe`` per loop and batch, not one cross-thread wake-up (and
+one ``concurrent.futures.Future`` with its lock and condition) per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -27,6 +34,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from bcd.errors import NotReadyError
+from bcd.serving._deadlines import fail_after
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +45,88 @@ BatchHook = Callable[[int, float], None]
 
 
 class _Work:
-    __slots__ = ("batch", "count", "future", "prepare")
+    """One queued item: its array (or the ``prepare`` that makes it) and its caller's future.
+
+    Blocking callers wait on ``future`` (a ``concurrent.futures.Future``);
+    asyncio callers on ``waiter``, a future of ``loop`` that only that loop's
+    thread settles.
+    """
+
+    __slots__ = ("batch", "count", "future", "loop", "prepare", "waiter")
 
     def __init__(
         self,
         batch: np.ndarray | None,
         count: int,
         prepare: Callable[[], np.ndarray] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.batch = batch
         self.count = count
         self.prepare = prepare
-        self.future: Future[np.ndarray] = Future()
+        self.loop = loop
+        self.future: Future[np.ndarray] | None = None
+        self.waiter: asyncio.Future[np.ndarray] | None = None
+        if loop is None:
+            self.future = Future()
+        else:
+            self.waiter = loop.create_future()
+
+    def claim(self) -> bool:
+        """Whether the caller still waits (``False``: it gave up; skip this item)."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        assert self.waiter is not None
+        # Read from the worker thread: at worst an item cancelled just now is
+        # still scored, and its result dropped when settled.
+        return not self.waiter.done()
+
+
+def _settle_waiters(outcomes: list[tuple[asyncio.Future[np.ndarray], object, bool]]) -> None:
+    """Runs on the waiters' loop: hand each its result, or its error when flagged."""
+    for waiter, value, failed in outcomes:
+        if waiter.done():  # cancelled by a timeout or a disconnect meanwhile
+            continue
+        if failed:
+            waiter.set_exception(value)  # type: ignore[arg-type]
+        else:
+            waiter.set_result(value)  # type: ignore[arg-type]
+
+
+class _Outcomes:
+    """A batch's results, handed to their callers: blocking ones at once, asyncio
+    ones with one ``call_soon_threadsafe`` per loop in :meth:`send`."""
+
+    __slots__ = ("_by_loop",)
+
+    def __init__(self) -> None:
+        self._by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[np.ndarray], object, bool]]
+        ] = {}
+
+    def result(self, work: _Work, value: np.ndarray) -> None:
+        self._add(work, value, False)
+
+    def error(self, work: _Work, error: BaseException) -> None:
+        self._add(work, error, True)
+
+    def _add(self, work: _Work, value: object, failed: bool) -> None:
+        if work.future is not None:
+            if failed:
+                work.future.set_exception(value)  # type: ignore[arg-type]
+            else:
+                work.future.set_result(value)  # type: ignore[arg-type]
+            return
+        assert work.loop is not None and work.waiter is not None
+        self._by_loop.setdefault(work.loop, []).append((work.waiter, value, failed))
+
+    def send(self) -> None:
+        for loop, outcomes in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_waiters, outcomes)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                logger.debug("dropped %d results for a closed event loop", len(outcomes))
+        self._by_loop.clear()
 
 
 class MicroBatcher:
@@ -103,13 +181,37 @@ class MicroBatcher:
         Raises:
             NotReadyError: The batcher is closed (its model was unloaded).
         """
+        works = self._chunks(batch, None)
+        self._put(works)
+        return [work.future for work in works if work.future is not None]
+
+    def submit_async(
+        self, batch: np.ndarray, timeout_s: float | None = None
+    ) -> list[asyncio.Future[np.ndarray]]:
+        """:meth:`submit` from a running event loop: asyncio futures of that loop.
+
+        Args:
+            batch: ``N`` items.
+            timeout_s: Each future fails with ``TimeoutError`` unless it has
+                its result within this many seconds (``None``: no limit).
+
+        Raises:
+            NotReadyError: The batcher is closed (its model was unloaded).
+        """
+        works = self._chunks(batch, asyncio.get_running_loop())
+        self._put(works)
+        waiters = [work.waiter for work in works if work.waiter is not None]
+        if timeout_s is not None:
+            for waiter in waiters:
+                fail_after(waiter, timeout_s)
+        return waiters
+
+    def _chunks(self, batch: np.ndarray, loop: asyncio.AbstractEventLoop | None) -> list[_Work]:
         size = self._max_batch_size
-        works = [
-            _Work(chunk, len(chunk))
+        return [
+            _Work(chunk, len(chunk), loop=loop)
             for chunk in (batch[start : start + size] for start in range(0, len(batch), size))
         ]
-        self._put(works)
-        return [work.future for work in works]
 
     def submit_deferred(self, prepare: Callable[[], np.ndarray], count: int) -> Future[np.ndarray]:
         """Queue an item whose array ``prepare()`` makes on the worker, just before inference.
@@ -123,11 +225,38 @@ class MicroBatcher:
             ValueError: ``count`` is over ``max_batch_size``.
             NotReadyError: The batcher is closed (its model was unloaded).
         """
+        work = self._deferred(prepare, count, None)
+        assert work.future is not None
+        return work.future
+
+    def submit_deferred_async(
+        self, prepare: Callable[[], np.ndarray], count: int, timeout_s: float | None = None
+    ) -> asyncio.Future[np.ndarray]:
+        """:meth:`submit_deferred` from a running event loop: an asyncio future of that loop.
+
+        ``timeout_s`` bounds the wait as in :meth:`submit_async`.
+
+        Raises:
+            ValueError: ``count`` is over ``max_batch_size``.
+            NotReadyError: The batcher is closed (its model was unloaded).
+        """
+        work = self._deferred(prepare, count, asyncio.get_running_loop())
+        assert work.waiter is not None
+        if timeout_s is not None:
+            fail_after(work.waiter, timeout_s)
+        return work.waiter
+
+    def _deferred(
+        self,
+        prepare: Callable[[], np.ndarray],
+        count: int,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> _Work:
         if not 1 <= count <= self._max_batch_size:
             raise ValueError(f"a deferred item holds 1 to {self._max_batch_size} images")
-        work = _Work(None, count, prepare)
+        work = _Work(None, count, prepare, loop)
         self._put([work])
-        return work.future
+        return work
 
     @property
     def max_batch_size(self) -> int:
@@ -204,10 +333,17 @@ class MicroBatcher:
                 return
 
     def _run(self, replica: int, works: list[_Work]) -> None:
+        outcomes = _Outcomes()
+        try:
+            self._score(replica, works, outcomes)
+        finally:
+            outcomes.send()
+
+    def _score(self, replica: int, works: list[_Work], outcomes: _Outcomes) -> None:
         # Skip work whose caller gave up (timeout, disconnect); the rest can
         # no longer be cancelled, so setting their results cannot fail.
-        works = [work for work in works if work.future.set_running_or_notify_cancel()]
-        works = [work for work in works if self._prepared(work)]
+        works = [work for work in works if work.claim()]
+        works = [work for work in works if self._prepared(work, outcomes)]
         if not works:
             return
         arrays = [work.batch for work in works if work.batch is not None]
@@ -218,12 +354,12 @@ class MicroBatcher:
         except BaseException as error:
             logger.exception("inference failed on a batch of %d images", len(batch))
             for work in works:
-                work.future.set_exception(error)
+                outcomes.error(work, error)
             return
         elapsed = time.perf_counter() - started
         offset = 0
         for work in works:
-            work.future.set_result(probabilities[offset : offset + work.count])
+            outcomes.result(work, probabilities[offset : offset + work.count])
             offset += work.count
         if self._on_batch is not None:
             try:
@@ -232,8 +368,8 @@ class MicroBatcher:
                 logger.exception("the batch metrics hook failed")
 
     @staticmethod
-    def _prepared(work: _Work) -> bool:
-        """Run a deferred item's ``prepare``; ``False`` (future failed) if it raised."""
+    def _prepared(work: _Work, outcomes: _Outcomes) -> bool:
+        """Run a deferred item's ``prepare``; ``False`` (its caller told) if it raised."""
         if work.prepare is None:
             return True
         try:
@@ -241,7 +377,7 @@ class MicroBatcher:
             if len(batch) != work.count:
                 raise RuntimeError(f"a deferred item made {len(batch)} images, not {work.count}")
         except BaseException as error:
-            work.future.set_exception(error)
+            outcomes.error(work, error)
             return False
         work.batch, work.prepare = batch, None
         return True

@@ -22,6 +22,7 @@ import base64
 import binascii
 import io
 import json
+import struct
 import warnings
 from typing import Any
 
@@ -40,6 +41,7 @@ SUPPORTED_TYPES = (
 MAX_IMAGES_PER_REQUEST = 4096
 _PILLOW_FORMATS = ("PNG", "JPEG", "TIFF")
 _NPY_MAX_HEADER = 4096
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def media_type(content_type: str | None) -> str:
@@ -103,6 +105,9 @@ def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") ->
 
     if not data:
         raise InvalidInputError(f"{what} is empty; send the bytes of a PNG, JPEG or TIFF file")
+    pixels = _decode_rgb_png(data, max_image_pixels)
+    if pixels is not None:
+        return pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -125,6 +130,35 @@ def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") ->
         ) from error
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise InvalidInputError(f"{what} did not decode to RGB pixels")
+    return pixels
+
+
+def _decode_rgb_png(data: bytes, max_image_pixels: int) -> np.ndarray | None:
+    """An 8-bit, non-interlaced RGB PNG (what patches are) decoded by ``imagecodecs``.
+
+    libpng through ``imagecodecs`` decodes a 50×50 patch in about 40% of
+    Pillow's time, most of Pillow's being Python-level chunk parsing. The
+    header is read here first, so only a PNG within ``max_image_pixels`` is
+    decoded. Returns ``None`` to leave the image to Pillow: another format or
+    kind of PNG, a size over the limit, any codec error (Pillow then decides
+    and explains), or ``imagecodecs`` not installed.
+    """
+    # Signature, then IHDR first (the PNG spec requires it): length, type, fields.
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if depth != 8 or color != 2 or interlace != 0 or not 0 < width * height <= max_image_pixels:
+        return None
+    try:
+        from imagecodecs import png_decode
+    except ImportError:
+        return None
+    try:
+        pixels = png_decode(data)
+    except Exception:
+        return None
+    if pixels.shape != (height, width, 3) or pixels.dtype != np.uint8:
+        return None
     return pixels
 
 

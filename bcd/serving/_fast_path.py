@@ -5,11 +5,16 @@ the hot routes: under load, FastAPI's per-request routing, dependency solving
 (thread hops included) and parameter validation cost more than scoring a
 micro-batched patch. :class:`ScoringFastPath` answers those two routes
 directly with the same building blocks the FastAPI routes use — the API-key
-check, :func:`~bcd.serving._security.read_body` (body limit and upload
-timeout), :meth:`InferenceService.invoke` (decoding, pixel limit, routing,
-scoring, metrics), :meth:`Invocation.render` and
+check, :func:`~bcd.serving._security.read_asgi_body` (``read_body``'s body
+limit, upload timeout and errors), :meth:`InferenceService.invoke` (decoding,
+pixel limit, routing, scoring, metrics), :meth:`Invocation.render` and
 :func:`~bcd.serving._http_errors.error_answer` — so statuses, error codes,
 bodies and headers are the same as on the FastAPI routes.
+
+Without CORS the path sits in front of FastAPI itself (``create_app`` makes
+it the app's ``scoring`` hook), so the scoring routes skip Starlette's whole
+middleware stack and the path counts its requests in Prometheus itself; with
+CORS it is the innermost middleware, so CORS headers still apply.
 
 Anything unusual goes to FastAPI untouched: other methods or paths, a query
 string other than ``tta=true|false|1|0``, a ``root_path``, dependency
@@ -21,15 +26,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bcd.errors import BcdError
 from bcd.serving._http_errors import INTERNAL_ERROR_CODE, error_answer, error_body
-from bcd.serving._security import key_from_headers, read_body
+from bcd.serving._metrics import ServingMetrics
+from bcd.serving._security import key_from_headers, read_asgi_body
 
 logger = logging.getLogger(__name__)
 
@@ -45,34 +49,32 @@ _WANTED_HEADERS = frozenset(
 _JSON = b"application/json"
 
 
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    """The request body's chunks, like ``Request.stream()`` (disconnect included)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.request":
-            body = message.get("body", b"")
-            if body:
-                yield body
-            if not message.get("more_body", False):
-                return
-        elif message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-
-
 class ScoringFastPath:
     """Pure ASGI middleware that answers the scoring routes without FastAPI's routing.
 
     Args:
-        app: The rest of the middleware stack (FastAPI's routing underneath).
+        app: What answers every other request (FastAPI, or the rest of its
+            middleware stack).
         owner: The FastAPI app; its ``state`` holds settings, service and key
             checks, read on every request so tests may swap them.
         routes: The app's routes by path template; the scoring routes that are
             missing here are left to FastAPI.
+        metrics: Count answered requests in ``bcd_http_requests_total`` here
+            (``None``: a request-counting middleware outside does).
     """
 
-    def __init__(self, app: ASGIApp, owner: Any, routes: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        owner: Any,
+        routes: dict[str, Any],
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.app = app
         self.owner = owner
+        self._metrics = metrics
+        # (route template, status) -> its labelled counter, looked up once.
+        self._counters: dict[tuple[str, int], Any] = {}
         # Only routes that exist are served here; each keeps its route object
         # so the metrics middleware labels requests by the same template.
         self._predict_route = routes.get(PREDICT_PATH)
@@ -89,13 +91,10 @@ class ScoringFastPath:
 
     def _match(self, scope: Scope) -> tuple[Any, str | None, bool | None] | None:
         """``(route, endpoint or None for the default, tta)``, or ``None`` to defer."""
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope.get("root_path")
-            or self.owner.dependency_overrides
-            or not self.owner.state.lean_scoring
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        owner = self.owner
+        if owner.dependency_overrides or not owner.state.lean_scoring:
             return None
         path = scope["path"]
         if path == PREDICT_PATH and self._predict_route is not None:
@@ -122,14 +121,15 @@ class ScoringFastPath:
             if name in _WANTED_HEADERS and name not in headers:
                 headers[name] = value.decode("latin-1")
         state = self.owner.state
+        settings = state.settings
         try:
             if state.keys_required:
                 await state.key_verifier.verify(
                     key_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
                 )
-            body = await read_body(_chunks(receive), headers.get(b"content-length"), state.settings)
+            body = await read_asgi_body(receive, headers.get(b"content-length"), settings)
             invocation = await state.service.invoke(
-                endpoint if endpoint is not None else state.settings.default_endpoint,
+                endpoint if endpoint is not None else settings.default_endpoint,
                 headers.get(b"content-type"),
                 body,
                 # The default route has no variant pinning, like its FastAPI twin.
@@ -155,5 +155,15 @@ class ScoringFastPath:
             extra, media_bytes = [], _JSON
         extra.append((b"content-length", str(len(content)).encode()))
         extra.append((b"content-type", media_bytes))
+        if self._metrics is not None:
+            self._count(scope["route"].path, status)
         await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": content})
+
+    def _count(self, route: str, status: int) -> None:
+        counter = self._counters.get((route, status))
+        if counter is None:
+            assert self._metrics is not None
+            counter = self._metrics.http_requests.labels(route, str(status))
+            self._counters[(route, status)] = counter
+        counter.inc()

@@ -307,18 +307,28 @@ class EndpointRouter:
             NotFoundError: No such endpoint (or this server does not serve it).
             NotReadyError: It exists but is not loaded (creating, failed, still loading).
         """
+        endpoint = self.acquire(name)
+        try:
+            yield endpoint
+        finally:
+            self.release(endpoint)
+
+    def acquire(self, name: str) -> LoadedEndpoint:
+        """:meth:`use` in two calls, for the hot path: hold the current version
+        of ``name`` until :meth:`release`; raises as :meth:`use` does."""
         with self._lock:
             endpoint = self._endpoints.get(name)
             if endpoint is None:
                 raise self._missing(name)
             endpoint.in_flight += 1
-        try:
-            yield endpoint
-        finally:
-            with self._lock:
-                endpoint.in_flight -= 1
-                if not endpoint.in_flight:
-                    self._lock.notify_all()
+            return endpoint
+
+    def release(self, endpoint: LoadedEndpoint) -> None:
+        """End a hold taken by :meth:`acquire` (its version may then be closed)."""
+        with self._lock:
+            endpoint.in_flight -= 1
+            if not endpoint.in_flight:
+                self._lock.notify_all()
 
     def choose(self, endpoint: LoadedEndpoint, target: str | None) -> LoadedVariant:
         """Pick the variant for one request (see :meth:`LoadedEndpoint.choose`)."""

@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -196,18 +195,24 @@ class ModelRuntime:
         """
         return self.submit(images, tta)(timeout)
 
-    async def predict_async(self, images: list[np.ndarray], tta: bool | None = None) -> np.ndarray:
-        """:meth:`predict` for asyncio: waits without blocking the event loop."""
+    async def predict_async(
+        self, images: list[np.ndarray], tta: bool | None = None, timeout: float | None = None
+    ) -> np.ndarray:
+        """:meth:`predict` for asyncio: waits without blocking the event loop.
+
+        Raises:
+            TimeoutError: The result did not come within ``timeout`` seconds.
+        """
         batch, views = self._prepare(images, tta)
-        futures: list[Future[np.ndarray]] = self._batcher.submit(batch)
-        if len(futures) == 1:
-            parts = [await asyncio.wrap_future(futures[0])]
-        else:
-            parts = list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
-        return self._finish(parts, views)
+        futures = self._batcher.submit_async(batch, timeout)
+        parts = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+        return self._finish(list(parts), views)
 
     async def predict_one_async(
-        self, decode: Callable[[], np.ndarray], tta: bool | None = None
+        self,
+        decode: Callable[[], np.ndarray],
+        tta: bool | None = None,
+        timeout: float | None = None,
     ) -> np.ndarray:
         """:meth:`predict_async` for one image that the scoring worker decodes.
 
@@ -217,16 +222,17 @@ class ModelRuntime:
 
         Raises:
             Whatever ``decode()`` raises, for this request only.
+            TimeoutError: The result did not come within ``timeout`` seconds.
         """
         views = self._view_count(tta)
         if views > self._batcher.max_batch_size:
-            return await self.predict_async([decode()], tta)
+            return await self.predict_async([decode()], tta, timeout)
 
         def prepare() -> np.ndarray:
             return self._prepare([decode()], tta)[0]
 
-        probabilities = await asyncio.wrap_future(self._batcher.submit_deferred(prepare, views))
-        return self._finish([probabilities], views)
+        probabilities = await self._batcher.submit_deferred_async(prepare, views, timeout)
+        return probabilities if views == 1 else average_views(probabilities, views)
 
     def _view_count(self, tta: bool | None) -> int:
         """Images scored per input image: 8 (4 for non-square inputs) with TTA, else 1."""

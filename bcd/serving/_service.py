@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,25 @@ CANCER_NOT_DETECTED = "Cancer not detected"
 # Bodies above this are decoded in a worker thread, off the event loop; one
 # image up to this size is decoded by the replica that scores it.
 _INLINE_DECODE_BYTES = 64 * 1024
+
+
+# The JSON of a verdict's fields, in Invocation.predictions() order.
+_VERDICTS = {
+    detected: json.dumps(
+        {
+            "predicted_class": int(detected),
+            "cancer_detected": detected,
+            "message": CANCER_DETECTED if detected else CANCER_NOT_DETECTED,
+        }
+    )[1:-1]
+    for detected in (False, True)
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _document_tail(model: str, variant: str, threshold: float) -> str:
+    """The ``"model", "variant", "threshold"`` members of an answer, as JSON."""
+    return json.dumps({"model": model, "variant": variant, "threshold": threshold})[1:-1]
 
 
 @dataclass(frozen=True)
@@ -92,7 +112,22 @@ class Invocation:
         if accept and media_type(accept) == "text/plain":
             text = "\n".join(str(row["message"]) for row in self.predictions())
             return text.encode(), "text/plain; charset=utf-8"
+        if len(self.probabilities) == 1:
+            single = self._single_json()
+            if single is not None:
+                return single, "application/json"
         return json.dumps(self.document()).encode(), "application/json"
+
+    def _single_json(self) -> bytes | None:
+        """``json.dumps(self.document())`` for one image, byte for byte, from cached
+        pieces (the hot path's answer); ``None`` for probabilities JSON cannot hold."""
+        ((p0, p1),) = self.probabilities.tolist()
+        if not (math.isfinite(p0) and math.isfinite(p1)):
+            return None
+        # json.dumps writes floats with float.__repr__, as here.
+        fields = f'"probabilities": [{p0!r}, {p1!r}], {_VERDICTS[p1 >= self.threshold]}'
+        tail = _document_tail(self.model, self.variant, self.threshold)
+        return f'{{"predictions": [{{{fields}}}], {tail}, {fields}}}'.encode()
 
 
 class InferenceService:
@@ -143,14 +178,22 @@ class InferenceService:
             images = await asyncio.to_thread(self._decode, content_type, body)
         else:
             images = self._decode(content_type, body)
+        router = self.router
         scoring = False
         try:
-            if not self.router.has(endpoint) and self.router.needs_refresh(endpoint):
-                await asyncio.to_thread(self.router.refresh, endpoint)
-            with self.router.use(endpoint) as loaded:
-                variant = self.router.choose(loaded, target_variant)
+            try:
+                loaded = router.acquire(endpoint)
+            except BcdError:
+                if not router.needs_refresh(endpoint):
+                    raise
+                await asyncio.to_thread(router.refresh, endpoint)
+                loaded = router.acquire(endpoint)
+            try:
+                variant = router.choose(loaded, target_variant)
                 scoring = True
                 probabilities = await self._score(endpoint, variant, images, decode_one, tta)
+            finally:
+                router.release(loaded)
         except BcdError:
             # Decoding up front reports a bad body before an unknown endpoint or
             # variant; a deferred decode keeps that order.
@@ -170,13 +213,13 @@ class InferenceService:
         """Probabilities from ``variant``, timed and counted (a bad body is not a failure)."""
         count = len(images) if images is not None else 1
         started = time.perf_counter()
+        timeout = self.settings.request_timeout_s
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                if decode_one is not None:
-                    probabilities = await variant.runtime.predict_one_async(decode_one, tta)
-                else:
-                    assert images is not None
-                    probabilities = await variant.runtime.predict_async(images, tta)
+            if decode_one is not None:
+                probabilities = await variant.runtime.predict_one_async(decode_one, tta, timeout)
+            else:
+                assert images is not None
+                probabilities = await variant.runtime.predict_async(images, tta, timeout)
         except (InvalidInputError, PayloadTooLargeError):
             raise  # only a deferred decode raises these: the body was bad, not the variant
         except TimeoutError as error:

@@ -9,6 +9,7 @@ shutdown, flushing invocation counts to the registry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -71,6 +72,22 @@ class _HttpMetricsMiddleware:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+class _ServingApp(FastAPI):
+    """FastAPI with an optional ``scoring`` hook in front of its middleware stack.
+
+    The hook (:class:`ScoringFastPath`) answers the scoring routes and hands
+    every other request to FastAPI.
+    """
+
+    scoring: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.scoring is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.scoring(scope, receive, send)
 
 
 def _json_error(
@@ -150,7 +167,7 @@ def create_app(
         finally:
             router.close()
 
-    app = FastAPI(
+    app = _ServingApp(
         title="bcd — IDC detection API",
         version=bcd.__version__,
         description=_DESCRIPTION,
@@ -174,12 +191,17 @@ def create_app(
             app.include_router(module_router)
             routes.update({route.path: route for route in module_router.routes})
 
-    # Innermost of the middlewares: CORS and the request counter still see the
-    # requests that the lean scoring path answers.
-    app.add_middleware(ScoringFastPath, owner=app, routes=routes)
-    if settings.cors_origins:
+    if not settings.cors_origins:
+        # In front of FastAPI: the scoring routes skip its middleware stack.
+        app.scoring = ScoringFastPath(
+            functools.partial(FastAPI.__call__, app), owner=app, routes=routes, metrics=metrics
+        )
+    else:
         from fastapi.middleware.cors import CORSMiddleware
 
+        # Innermost of the middlewares: CORS and the request counter still see
+        # the requests that the lean scoring path answers.
+        app.add_middleware(ScoringFastPath, owner=app, routes=routes)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -217,3 +218,75 @@ def test_messages_never_quote_file_names() -> None:
         )
     assert "10253" not in str(caught.value)
     assert "file part 0" in str(caught.value)
+
+
+def _png(array: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def _pillow(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _png(PATCH),
+        _png(PATCH[:37, :23]),  # a slide-edge patch
+        _png(PATCH, optimize=True),
+        _png(np.full((50, 50, 3), 255, np.uint8), compress_level=0),
+    ],
+    ids=["patch", "edge-patch", "optimized", "stored"],
+)
+def test_rgb_pngs_take_the_fast_decoder_and_match_pillow(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _pillow(data)
+
+    def no_pillow(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("Pillow was used for an 8-bit RGB PNG")
+
+    monkeypatch.setattr(Image, "open", no_pillow)
+    np.testing.assert_array_equal(
+        decode_request("image/png", data, max_image_pixels=LIMIT)[0], expected
+    )
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray(PATCH).convert("P"),
+        Image.fromarray(PATCH).convert("L"),
+        Image.fromarray(PATCH).convert("RGBA"),
+        Image.new("I;16", (9, 7), 40000),
+    ],
+    ids=["palette", "grey", "rgba", "16-bit"],
+)
+def test_other_pngs_are_left_to_pillow(image: Image.Image) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    (pixels,) = decode_request("image/png", data, max_image_pixels=LIMIT)
+    np.testing.assert_array_equal(pixels, _pillow(data))
+
+
+def test_interlaced_and_damaged_pngs_fall_back_to_pillow() -> None:
+    import imagecodecs
+
+    interlaced = _png(PATCH)  # Pillow cannot write Adam7: flip the header's flag by hand
+    header = bytearray(interlaced)
+    header[28] = 1
+    crc = zlib.crc32(bytes(header[12:29])).to_bytes(4, "big")
+    header[29:33] = crc
+    with pytest.raises(InvalidInputError, match="could not be decoded"):
+        decode_request("image/png", bytes(header), max_image_pixels=LIMIT)
+    damaged = bytearray(_png(PATCH))
+    damaged[60] ^= 0xFF  # inside IDAT: its CRC no longer matches
+    with pytest.raises(imagecodecs.PngError):
+        imagecodecs.png_decode(bytes(damaged))
+    with pytest.raises(InvalidInputError, match="could not be decoded"):
+        decode_request("image/png", bytes(damaged), max_image_pixels=LIMIT)
+    with pytest.raises(PayloadTooLargeError, match="pixels"):
+        decode_request("image/png", _png(PATCH), max_image_pixels=49 * 50)

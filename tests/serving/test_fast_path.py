@@ -119,13 +119,13 @@ def answer(response: Any) -> tuple[int, bytes, dict[str, str | None]]:
 def lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the requests whose body the lean path read."""
     calls: list[int] = []
-    original = fast_path.read_body
+    original = fast_path.read_asgi_body
 
     async def counting(*args: Any, **kwargs: Any) -> bytes:
         calls.append(1)
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(fast_path, "read_body", counting)
+    monkeypatch.setattr(fast_path, "read_asgi_body", counting)
     return calls
 
 
@@ -228,3 +228,84 @@ def test_concurrent_requests_with_bad_images_fail_alone(
             )
         )
     assert statuses == [200, 400, 200, 400] * 8
+
+
+def test_slow_scoring_times_out_with_504_on_both_paths(
+    make_client: Callable[..., TestClient], serving_settings: Settings
+) -> None:
+    import time
+
+    settings = serving_settings.model_copy(update={"request_timeout_s": 0.1})
+    for lean in (True, False):
+        client = make_client(settings)
+        client.app.state.lean_scoring = lean  # type: ignore[attr-defined]
+        with client.app.state.router.use("ep") as loaded:  # type: ignore[attr-defined]
+            batcher = loaded.variants["main"].runtime._batcher
+        infer = batcher._infer
+
+        def slow(replica: int, batch: np.ndarray, infer: Any = infer) -> np.ndarray:
+            time.sleep(1.0)
+            return infer(replica, batch)
+
+        batcher._infer = slow
+        started = time.monotonic()
+        response = client.post("/predict-breast-cancer", content=PALE, headers=IMAGE)
+        assert response.status_code == 504, lean
+        assert response.json()["error"]["code"] == "timeout"
+        assert time.monotonic() - started < 0.8  # answered before scoring finished
+        text = client.get("/metrics").text
+        assert 'bcd_invocations_total{endpoint="ep",outcome="error",variant="main"} 1.0' in text
+
+
+def test_a_stalled_upload_times_out() -> None:
+    import asyncio
+
+    from bcd.errors import BcdTimeoutError
+    from bcd.serving._security import read_body
+
+    async def stalled() -> Any:
+        yield b"\x89PNG"
+        await asyncio.sleep(5)
+        yield b"rest"
+
+    settings = Settings(request_timeout_s=0.05)
+    with pytest.raises(BcdTimeoutError, match="did not arrive within"):
+        asyncio.run(read_body(stalled(), None, settings))
+
+
+def test_with_cors_the_lean_path_still_answers_and_cors_headers_apply(
+    make_client: Callable[..., TestClient], serving_settings: Settings, lean_calls: list[int]
+) -> None:
+    client = make_client(
+        serving_settings.model_copy(update={"cors_origins": ["https://lab.example"]})
+    )
+    response = client.post(
+        "/predict-breast-cancer", content=PALE, headers={**IMAGE, "Origin": "https://lab.example"}
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://lab.example"
+    assert len(lean_calls) == 1
+    text = client.get("/metrics").text
+    assert 'bcd_http_requests_total{route="/predict-breast-cancer",status="200"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("model", "variant", "threshold"),
+    [("m", "AllTraffic", 0.5), ('we"ird\\ näme', "v\u2028x", 0.3), ("a", "b", 1e-7)],
+    ids=["plain", "escaped-names", "tiny-threshold"],
+)
+def test_single_image_answers_are_the_json_of_the_document(
+    model: str, variant: str, threshold: float
+) -> None:
+    from bcd.serving import Invocation
+
+    rng = np.random.default_rng(5)
+    idc = [*rng.random(200), 0.0, 1.0, threshold, float(np.nextafter(threshold, 0)), 1e-300]
+    for p1 in idc:
+        invocation = Invocation("ep", model, variant, np.array([[1 - p1, p1]]), threshold)
+        body, media = invocation.render(None)
+        assert media == "application/json"
+        assert body == json.dumps(invocation.document()).encode()
+    with np.errstate(invalid="ignore"):
+        broken = Invocation("ep", model, variant, np.array([[np.nan, np.nan]]), threshold)
+    assert broken.render(None)[0] == json.dumps(broken.document()).encode()

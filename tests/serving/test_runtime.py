@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -242,3 +245,88 @@ def test_views_of_pixels_normalise_to_the_views_of_the_normalised_batch(tiny_mod
         preprocess.normalise(dihedral_views(pixels, axes=(1, 2))),
         dihedral_views(preprocess.normalise(pixels)),
     )
+
+
+def test_async_submissions_share_batches_and_settle_once_per_batch() -> None:
+    def infer(_replica: int, batch: np.ndarray) -> np.ndarray:
+        return np.stack([batch[:, 0, 0, 0], -batch[:, 0, 0, 0]], axis=1)
+
+    release = threading.Event()
+    gate_batches: list[int] = []
+
+    def gated(replica: int, batch: np.ndarray) -> np.ndarray:
+        gate_batches.append(len(batch))
+        release.wait(5)
+        return infer(replica, batch)
+
+    batcher = MicroBatcher(gated, max_batch_size=64, max_wait_s=0)
+
+    async def scenario() -> tuple[list[np.ndarray], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        blocker = batcher.submit_async(np.full((1, 1, 1, 1), -1, np.float32))
+        while not gate_batches:  # the worker is busy with the blocker
+            await asyncio.sleep(0.001)
+
+        def item(value: float) -> Callable[[], np.ndarray]:
+            def prepare() -> np.ndarray:
+                if value == 3:
+                    raise ValueError("undecodable")
+                return np.full((1, 1, 1, 1), value, np.float32)
+
+            return prepare
+
+        waiters = [batcher.submit_deferred_async(item(value), 1) for value in range(6)]
+        waiters += batcher.submit_async(np.full((2, 1, 1, 1), 9, np.float32))
+        release.set()
+        await blocker[0]
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        return results, wakeups
+
+    results, wakeups = asyncio.run(scenario())
+    batcher.close()
+    # Everything queued meanwhile went in one batch (less the item that failed to decode).
+    assert gate_batches == [1, 7]
+    assert wakeups == 2  # one per batch, not one per request
+    assert isinstance(results[3], ValueError)  # a failed item fails alone
+    for value in (0, 1, 2, 4, 5):
+        np.testing.assert_array_equal(results[value], [[value, -value]])
+    np.testing.assert_array_equal(results[6], [[9, -9], [9, -9]])
+
+
+def test_async_waits_time_out_and_late_results_are_dropped() -> None:
+    release = threading.Event()
+    scored: list[int] = []
+
+    def infer(_replica: int, batch: np.ndarray) -> np.ndarray:
+        release.wait(5)
+        scored.append(len(batch))
+        return np.zeros((len(batch), 2))
+
+    batcher = MicroBatcher(infer, max_batch_size=1, max_wait_s=0)
+
+    async def scenario() -> None:
+        (slow,) = batcher.submit_async(np.zeros((1, 1, 1, 1), np.float32), timeout_s=0.05)
+        queued = batcher.submit_deferred_async(
+            lambda: np.zeros((1, 1, 1, 1), np.float32), 1, timeout_s=0.05
+        )
+        with pytest.raises(TimeoutError):
+            await slow
+        with pytest.raises(TimeoutError):
+            await queued
+        release.set()
+        (later,) = batcher.submit_async(np.zeros((1, 1, 1, 1), np.float32), timeout_s=5)
+        assert (await later).shape == (1, 2)
+
+    asyncio.run(scenario())
+    batcher.close()
+    # The timed-out item still queued was skipped; the one being scored finished.
+    assert scored == [1, 1]
