@@ -142,7 +142,7 @@ def test_multipart_many_files_skips_plain_fields() -> None:
         ("application/json", b'{"pixels": []}', InvalidInputError, "instances"),
         ("application/json", b'{"instances": []}', InvalidInputError, "no image"),
         ("application/json", b'{"instances": [[[1, 2]]]}', InvalidInputError, "H×W×3"),
-        ("application/json", b'{"instances": [[[[1, 2, 3]], [[1]]]]}', InvalidInputError, "ctangu"),
+        ("application/json", b'{"instances":[[[[1,2,3]],[[1]]]]}', InvalidInputError, "not a rect"),
         ("application/json", b'{"instances": [[[[1, 2, 300]]]]}', InvalidInputError, "0–255"),
         ("application/json", b'{"instances": [[[["a", "b", "c"]]]]}', InvalidInputError, "numbers"),
         ("application/json", b'{"image": "@@@"}', InvalidInputError, "base64"),
