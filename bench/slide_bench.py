@@ -21,9 +21,8 @@ lazy imports and font loading; it is printed apart) and then ``--repeats``
 times in alternation; the medians are compared, which keeps the other
 processes of a shared machine from favouring either side.
 
-The model is ``--model-dir`` if given, else a ``cnn`` (``SmallCNN``) exported
-to ONNX with random weights (speed does not depend on the weights), else the
-tiny test model when torch is missing.
+The model is ``--model-dir`` if given, else the bundled model (``bcd/bundled``,
+the one ``make run`` serves).
 
     .venv/bin/python bench/slide_bench.py [--patient 8863] [--tiles 100000] [--repeats 5]
 """
@@ -48,25 +47,14 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "IDC_regular_ps
 BATCH = 256
 
 
-def make_model(directory: Path) -> tuple[Path, str]:
-    """A cnn with random weights (ONNX + model.json), or the tiny model without torch."""
-    from bcd.testing.models import write_tiny_model
+def bundled_model() -> tuple[Path, str]:
+    """The model ``make run`` serves: ``bcd/bundled`` (ONNX + model.json)."""
+    import bcd.bundled
 
-    folder = write_tiny_model(directory)  # a valid model.json to start from
-    try:
-        import torch
-
-        from bcd.algorithms.artifacts import export_onnx
-        from bcd.algorithms.models import SmallCNN
-    except ImportError:
-        return folder, "tiny mean-colour model (torch not installed)"
-    torch.manual_seed(0)
-    model = SmallCNN().eval()
-    export_onnx(model, torch.zeros(2, 3, 50, 50), folder / "model.onnx")
+    folder = Path(bcd.bundled.__file__).resolve().parent
     spec = json.loads((folder / "model.json").read_text())
-    spec["algorithm"] = "cnn"
-    (folder / "model.json").write_text(json.dumps(spec))
-    return folder, "cnn (SmallCNN, 1.2 M parameters) exported to ONNX with random weights"
+    architecture = spec.get("hyperparameters", {}).get("architecture", "original")
+    return folder, f"the bundled model ({spec['algorithm']}, architecture {architecture})"
 
 
 def runtime_predict(model_dir: Path) -> Any:
@@ -226,7 +214,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         model_dir, model_name = (
-            (args.model_dir, str(args.model_dir)) if args.model_dir else make_model(work / "model")
+            (args.model_dir, str(args.model_dir)) if args.model_dir else bundled_model()
         )
         print(f"model: {model_name}")
         predict = runtime_predict(model_dir)
