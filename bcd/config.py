@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     max_batch_size: int = 256
     max_batch_wait_ms: float = 2.0
     inference_threads: int | None = None
+    # Server processes of `bcd serve` sharing its port (BCD_SERVE_WORKERS).
+    serve_workers: int = Field(default=1, ge=1, le=64)
     # Where the runtime client sends invoke_endpoint (unset: in-process), and its key.
     endpoint_url: str | None = None
     api_key: str | None = None

@@ -166,10 +166,35 @@ def first_answer(url: str, body: bytes, process: subprocess.Popen, timeout: floa
     raise RuntimeError("no answer in time")
 
 
+def all_workers_ready(url: str, timeout: float = 60) -> float:
+    """Poll ``/readyz`` on fresh connections until 20 in a row say ready (monotonic)."""
+    import urllib.error
+    import urllib.request
+
+    deadline, in_a_row = time.monotonic() + timeout, 0
+    while in_a_row < 20:
+        if time.monotonic() > deadline:
+            raise RuntimeError("not every worker became ready in time")
+        try:
+            ready = urllib.request.urlopen(f"{url}/readyz", timeout=5).status == 200
+        except (OSError, urllib.error.HTTPError):
+            ready = False
+        in_a_row = in_a_row + 1 if ready else 0
+    return time.monotonic()
+
+
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) a process and its live children have used so far."""
+    import psutil
+
+    total = 0.0
+    for process in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def children_cpu_seconds() -> float:
@@ -389,6 +414,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--workers", type=int, default=1, help="server processes of `bcd serve` (--workers N)"
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure the CPU floor per request at the highest concurrency",
@@ -403,7 +431,7 @@ def main() -> None:
     if not PATCH.is_file():
         sys.exit(f"the real patch {PATCH} is missing (../shared/data)")
 
-    results: dict[str, Any] = {"cores": len(os.sched_getaffinity(0))}
+    results: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)), "workers": args.workers}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         model_dir = cnn_model(work / "model")
@@ -420,9 +448,14 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        with server([str(bin_dir / "bcd"), "serve", "--port", str(port)], env) as process:
+        serve = [str(bin_dir / "bcd"), "serve", "--port", str(port), "--workers", str(args.workers)]
+        with server(serve, env) as process:
             results["startup_s"] = first_answer(url, body, process) - started
             print(f"bcd serve: first answer {results['startup_s']:.2f} s after start", flush=True)
+            if args.workers > 1:  # every worker loaded before the load starts
+                all_ready_s = all_workers_ready(url) - started
+                results["all_workers_ready_s"] = all_ready_s
+                print(f"bcd serve: all workers ready {all_ready_s:.2f} s after start", flush=True)
             results["bcd"] = {}
             for connections in args.concurrency:
                 batches_before = mean_batch_size(url)
@@ -462,7 +495,8 @@ def main() -> None:
 
     print()
     columns = f"{'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}"
-    print(f"{'':>11} | {'bcd serve':^35} | {'naive baseline':^35} |")
+    ours_label = f"bcd serve --workers {args.workers}"
+    print(f"{'':>11} | {ours_label:^35} | {'naive baseline':^35} |")
     print(f"{'concurrency':>11} | {columns} | {columns} | rps ratio | cpu/request ratio")
     for connections in args.concurrency:
         ours, theirs = results["bcd"][connections], results["naive"][connections]

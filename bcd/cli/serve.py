@@ -37,6 +37,13 @@ def serve(
         help="Require API keys (default: only when binding to a non-loopback address).",
     ),
     access_log: bool = typer.Option(False, help="Log every request line (no bodies)."),
+    workers: int = typer.Option(
+        None,
+        min=1,
+        max=64,
+        help="Server processes sharing the port, each with its own models "
+        "(default BCD_SERVE_WORKERS, 1).",
+    ),
 ) -> None:
     """Serve the REST API (and the web app) with uvicorn: models load in the background."""
     import uvicorn
@@ -51,6 +58,8 @@ def serve(
         updates["port"] = port
     if require_api_key is not None:
         updates["require_api_key"] = require_api_key
+    if workers is not None:
+        updates["serve_workers"] = workers
     if bundled:
         from bcd.registry import ensure_bundled_endpoint
 
@@ -61,17 +70,23 @@ def serve(
     if updates:
         settings = settings.model_copy(update=updates)
     logging.getLogger("bcd").setLevel(settings.log_level.upper())
-
-    app = create_app(settings, only=set(endpoint) if endpoint else None)
+    only = set(endpoint) if endpoint else None
     security = describe_security(settings)
     console = Console(stderr=True)
     base = f"http://{settings.host}:{settings.port}"
+    processes = f", {settings.serve_workers} workers" if settings.serve_workers > 1 else ""
     console.print(
         f"[bold]bcd serve[/] on {base}  (docs {base}/docs, default endpoint "
         f"[cyan]{settings.default_endpoint}[/], API keys "
-        f"{'required' if security['api_keys_required'] else 'not required'})",
+        f"{'required' if security['api_keys_required'] else 'not required'}{processes})",
         highlight=False,
     )
+    if settings.serve_workers > 1:
+        from bcd.serving._workers import serve_workers
+
+        serve_workers(settings, settings.serve_workers, only=only, access_log=access_log)
+        return
+    app = create_app(settings, only=only)
     uvicorn.run(
         app,
         host=settings.host,

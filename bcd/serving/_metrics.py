@@ -1,7 +1,10 @@
 """Serving metrics: Prometheus series, and per-variant totals flushed to the registry.
 
 Each :class:`ServingMetrics` owns its Prometheus registry, so several apps in
-one process (tests) never share or clash over series.
+one process (tests) never share or clash over series. Under ``bcd serve
+--workers N`` every worker process writes its series to the shared
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and
+``/metrics`` sums them, so any worker answers for the whole server.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ RecordFn = Callable[[str, str, int, float, int], None]
 
 
 class ServingMetrics:
-    """Counters and histograms of the serving runtime."""
+    """Counters and histograms of the serving runtime.
 
-    def __init__(self) -> None:
+    Args:
+        multiprocess: Render the series of every worker process that shares
+            ``PROMETHEUS_MULTIPROC_DIR`` (set before ``prometheus_client`` is
+            first imported in the process), not only this one's.
+    """
+
+    def __init__(self, multiprocess: bool = False) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "bcd_http_requests",
@@ -69,7 +79,10 @@ class ServingMetrics:
             registry=self.registry,
         )
         self.loaded_endpoints = Gauge(
-            "bcd_loaded_endpoints", "Endpoints loaded and serving.", registry=self.registry
+            "bcd_loaded_endpoints",
+            "Endpoints loaded and serving (several workers: the fewest any live one serves).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self._lock = threading.Lock()
         # (endpoint, variant) -> its series of successful invocations (count,
@@ -139,6 +152,12 @@ class ServingMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)
+        return generate_latest(combined), CONTENT_TYPE_LATEST

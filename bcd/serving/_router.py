@@ -91,6 +91,8 @@ class EndpointRouter:
         poll_interval_s: How often the poll thread re-reads the registry.
         flush_interval_s: How often invocation totals are written to the registry.
         seed: Seeds the weighted variant choice (tests).
+        cores: CPU cores this router's runtimes share (default all this process
+            may use; a worker of ``bcd serve --workers N`` gets its 1/N share).
     """
 
     def __init__(
@@ -103,8 +105,10 @@ class EndpointRouter:
         poll_interval_s: float = 1.0,
         flush_interval_s: float = 5.0,
         seed: int | None = None,
+        cores: int | None = None,
     ) -> None:
         self.source = source
+        self.cores = max(1, cores or available_cores())
         self.settings = settings
         self.metrics = metrics or ServingMetrics()
         self.only = set(only) if only else None
@@ -245,7 +249,7 @@ class EndpointRouter:
 
     def _load(self, spec: EndpointSpec) -> LoadedEndpoint:
         replicas = sum(max(1, variant.instance_count) for variant in spec.variants)
-        threads = self.settings.inference_threads or max(1, available_cores() // replicas)
+        threads = self.settings.inference_threads or max(1, self.cores // replicas)
         variants: list[LoadedVariant] = []
         try:
             for variant in spec.variants:

@@ -134,6 +134,8 @@ def create_app(
     only: set[str] | None = None,
     poll_interval_s: float = 1.0,
     seed: int | None = None,
+    cores: int | None = None,
+    multiprocess_metrics: bool = False,
 ) -> FastAPI:
     """Build the REST application.
 
@@ -144,15 +146,25 @@ def create_app(
         only: Serve only these endpoint names (``bcd serve --endpoint``).
         poll_interval_s: How often the registry is re-read for changed endpoints.
         seed: Seeds the weighted variant choice (tests).
+        cores: CPU cores the inference sessions share (default all this process
+            may use; ``bcd serve --workers N`` gives each worker its share).
+        multiprocess_metrics: ``/metrics`` sums the series of every worker
+            process (``bcd serve --workers N``; needs ``PROMETHEUS_MULTIPROC_DIR``).
 
     Returns:
         The FastAPI app; run it with uvicorn (``bcd serve``) or a test client.
     """
     settings = settings or get_settings()
     source = source or RegistryEndpointSource(settings)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(multiprocess=multiprocess_metrics)
     router = EndpointRouter(
-        source, settings, metrics=metrics, only=only, poll_interval_s=poll_interval_s, seed=seed
+        source,
+        settings,
+        metrics=metrics,
+        only=only,
+        poll_interval_s=poll_interval_s,
+        seed=seed,
+        cores=cores,
     )
 
     @contextlib.asynccontextmanager

@@ -25,7 +25,11 @@ from bcd.slides._pipeline import analyze_file, file_facts
 from bcd.slides._png import encode_png
 from bcd.slides._regions import label_regions, largest_region, top_tiles
 from bcd.slides._render import colorize, comparison_image, heatmap_image
-from bcd.slides._service import PredictorFactory, SlideAnalysisService
+from bcd.slides._service import (
+    PredictorFactory,
+    SlideAnalysisService,
+    recover_interrupted_analyses,
+)
 from bcd.slides._summary import build_report, truth_for_grid, truth_metrics
 from bcd.slides._tissue import otsu_threshold, saturation, tissue_mask, tissue_threshold
 from bcd.slides.readers import (
@@ -71,6 +75,7 @@ __all__ = [
     "plan_grid",
     "read_tile",
     "reassemble_patient",
+    "recover_interrupted_analyses",
     "roc_auc",
     "saturation",
     "tissue_mask",

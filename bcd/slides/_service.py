@@ -69,6 +69,39 @@ def _process_alive(worker: str | None) -> bool:
         return False
 
 
+def recover_interrupted_analyses(settings: Settings, identity: str | None = None) -> int:
+    """Mark analyses left ``InProgress`` by a process that no longer runs as ``Failed``.
+
+    Analyses of live processes (other serving workers beside this one) are
+    left alone, so it is safe to call while other servers run on the store.
+
+    Args:
+        settings: Where the metadata store is.
+        identity: This process's worker identity; its own analyses are skipped.
+
+    Returns:
+        How many were marked.
+    """
+    marked = 0
+    with session_scope(settings) as session:
+        rows = session.scalars(
+            select(SlideAnalysisRecord).where(SlideAnalysisRecord.status == IN_PROGRESS)
+        ).all()
+        for row in rows:
+            if (identity is not None and row.worker == identity) or _process_alive(row.worker):
+                continue
+            row.status = FAILED
+            row.stage = "interrupted"
+            row.failure_reason = (
+                "the server stopped while this analysis was running; upload the slide again"
+            )
+            row.updated_at = row.finished_at = utcnow()
+            marked += 1
+    if marked:
+        logger.warning("marked %d interrupted slide analyses as Failed", marked)
+    return marked
+
+
 class SlideAnalysisService:
     """Stores slides, runs their analyses in background threads, serves results.
 
@@ -285,24 +318,7 @@ class SlideAnalysisService:
         Returns:
             How many were marked.
         """
-        marked = 0
-        with session_scope(self.settings) as session:
-            rows = session.scalars(
-                select(SlideAnalysisRecord).where(SlideAnalysisRecord.status == IN_PROGRESS)
-            ).all()
-            for row in rows:
-                if row.worker == self._identity or _process_alive(row.worker):
-                    continue
-                row.status = FAILED
-                row.stage = "interrupted"
-                row.failure_reason = (
-                    "the server stopped while this analysis was running; upload the slide again"
-                )
-                row.updated_at = row.finished_at = utcnow()
-                marked += 1
-        if marked:
-            logger.warning("marked %d interrupted slide analyses as Failed", marked)
-        return marked
+        return recover_interrupted_analyses(self.settings, self._identity)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the workers after their current analysis (daemon threads: never blocks exit)."""

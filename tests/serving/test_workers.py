@@ -1,0 +1,166 @@
+"""``bcd serve --workers 2``: two processes on one port act as one server."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from bcd import registry
+from bcd.config import Settings
+from bcd.errors import InvalidInputError
+from bcd.serving._workers import forget_dead_workers, worker_app
+from tests.serving.conftest import _free_port, png_bytes
+
+_PREDICT_HEADERS = {"Content-Type": "application/x-image", "Accept": "text/plain"}
+
+
+@pytest.fixture
+def two_workers(settings: Settings, tiny_model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``bcd serve --workers 2`` process with endpoint ``ep``, both workers ready."""
+    registry.create_model("tiny", model_data=str(tiny_model), settings=settings)
+    variant = {
+        "VariantName": "main",
+        "ModelName": "tiny",
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
+    registry.create_endpoint_config("cfg", [variant], settings=settings)
+    registry.create_endpoint("ep", "cfg", settings=settings)
+    port = _free_port()
+    env = {**os.environ, "BCD_HOME": str(settings.home), "BCD_DEFAULT_ENDPOINT": "ep"}
+    bcd_bin = Path(sys.executable).with_name("bcd")
+    process = subprocess.Popen(
+        [str(bcd_bin), "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        ready_in_a_row = 0
+        while ready_in_a_row < 20:  # fresh connections: both workers must answer ready
+            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "bcd serve --workers 2 did not become ready"
+            try:
+                ok = httpx.get(f"{base}/readyz").status_code == 200
+            except httpx.TransportError:
+                ok = False
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
+            time.sleep(0.02 if ok else 0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+
+
+def _workers_holding_connections(server: subprocess.Popen, port: int) -> set[int]:
+    """Pids of the server's worker processes with an open client connection on ``port``."""
+    holders = set()
+    for child in psutil.Process(server.pid).children(recursive=True):
+        for connection in child.net_connections(kind="tcp"):
+            if connection.laddr and connection.laddr.port == port and connection.raddr:
+                holders.add(child.pid)
+    return holders
+
+
+def _metric_total(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(f'{key}="{value}"' in match.group(1) for key, value in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def test_two_workers_share_metrics_registry_counts_and_slides(
+    two_workers: tuple[str, subprocess.Popen], settings: Settings
+) -> None:
+    base, process = two_workers
+    port = int(base.rsplit(":", 1)[1])
+    dark = png_bytes(np.full((50, 50, 3), (110, 50, 140), np.uint8))
+    clients = [httpx.Client(base_url=base) for _ in range(24)]
+    sent = 0
+    try:
+        for client in clients:  # one connection each: the kernel spreads them over workers
+            answer = client.post("/predict-breast-cancer", content=dark, headers=_PREDICT_HEADERS)
+            assert answer.status_code == 200 and answer.text == "Cancer detected"
+            sent += 1
+        assert len(_workers_holding_connections(process, port)) == 2
+        for client in clients:
+            for _ in range(3):
+                answer = client.post(
+                    "/predict-breast-cancer", content=dark, headers=_PREDICT_HEADERS
+                )
+                assert answer.status_code == 200
+                sent += 1
+        # Any worker answers /metrics for the whole server.
+        for client in clients[:4]:
+            text = client.get("/metrics").text
+            assert (
+                _metric_total(
+                    text, "bcd_http_requests_total", route="/predict-breast-cancer", status="200"
+                )
+                == sent
+            )
+            assert _metric_total(text, "bcd_invocations_total", endpoint="ep", outcome="ok") == sent
+
+        slide = io.BytesIO()
+        image = np.full((400, 400, 3), 235, np.uint8)
+        image[100:300, 100:300] = (110, 50, 140)
+        Image.fromarray(image).save(slide, format="PNG", dpi=(6350, 6350))
+        posted = clients[0].post("/slides", files={"slide": ("case.png", slide.getvalue())})
+        assert posted.status_code == 202, posted.text
+        analysis_id = posted.json()["id"]
+        deadline = time.monotonic() + 60
+        while True:  # polls on every connection, so on both workers
+            states = {c.get(f"/slides/{analysis_id}").json()["status"] for c in clients}
+            if states == {"Completed"}:
+                break
+            assert states <= {"InProgress", "Completed"}, states
+            assert time.monotonic() < deadline, "the slide analysis did not complete"
+            time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert process.returncode == 0
+    stats = registry.describe_endpoint("ep", settings=settings)
+    variants = stats["ProductionVariants"]
+    assert sum(variant["InvocationCount"] for variant in variants) == sent
+
+
+def test_worker_app_refuses_to_start_without_the_parent() -> None:
+    with pytest.raises(InvalidInputError, match="--workers"):
+        worker_app()
+
+
+def test_forget_dead_workers_drops_only_gauges_of_stopped_processes(tmp_path: Path) -> None:
+    stopped = subprocess.Popen([sys.executable, "-c", "pass"])
+    stopped.wait()
+    for pid in (os.getpid(), stopped.pid):
+        (tmp_path / f"gauge_livemin_{pid}.db").write_bytes(b"")
+        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
+    assert forget_dead_workers(tmp_path) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [
+            f"gauge_livemin_{os.getpid()}.db",
+            f"counter_{os.getpid()}.db",
+            f"counter_{stopped.pid}.db",
+        ]
+    )
