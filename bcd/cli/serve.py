@@ -81,21 +81,13 @@ def serve(
         f"{'required' if security['api_keys_required'] else 'not required'}{processes})",
         highlight=False,
     )
-    if settings.serve_workers > 1:
-        from bcd.serving._workers import serve_workers
+    from bcd.serving._workers import serve_workers, uvicorn_options
 
+    if settings.serve_workers > 1:
         serve_workers(settings, settings.serve_workers, only=only, access_log=access_log)
         return
     app = create_app(settings, only=only)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=access_log,
-        timeout_keep_alive=5,
-        server_header=False,
-    )
+    uvicorn.run(app, **uvicorn_options(settings, access_log))
 
 
 def _content_type(path: Path) -> str:

@@ -36,6 +36,18 @@ _FACTORY = "bcd.serving._workers:worker_app"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
+def uvicorn_options(settings: Settings, access_log: bool) -> dict[str, Any]:
+    """The ``uvicorn.run`` options of ``bcd serve``, for one process or several."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": access_log,
+        "timeout_keep_alive": 5,
+        "server_header": False,
+    }
+
+
 def serve_workers(
     settings: Settings, workers: int, *, only: set[str] | None = None, access_log: bool = False
 ) -> None:
@@ -72,15 +84,7 @@ def serve_workers(
     os.environ[_MULTIPROC_ENV] = metrics_dir
     try:
         uvicorn.run(
-            _FACTORY,
-            factory=True,
-            workers=workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=access_log,
-            timeout_keep_alive=5,
-            server_header=False,
+            _FACTORY, factory=True, workers=workers, **uvicorn_options(settings, access_log)
         )
     finally:
         for name, value in saved.items():

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bcd import registry
 from bcd.config import Settings
 from bcd.serving import EndpointSpec, InMemoryEndpointSource, VariantSpec, create_app
 from bcd.testing.models import write_tiny_model
@@ -95,6 +96,19 @@ def make_client(
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """A started TestClient on the default app."""
     return make_client()
+
+
+def deploy_tiny(settings: Settings, model_dir: Path) -> None:
+    """Register ``model_dir`` as model ``tiny`` behind endpoint ``ep`` (config ``cfg``)."""
+    registry.create_model("tiny", model_data=str(model_dir), settings=settings)
+    variant = {
+        "VariantName": "main",
+        "ModelName": "tiny",
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
+    registry.create_endpoint_config("cfg", [variant], settings=settings)
+    registry.create_endpoint("ep", "cfg", settings=settings)
 
 
 def _free_port() -> int:

@@ -19,22 +19,14 @@ from bcd import registry
 from bcd.cli.main import build_app
 from bcd.config import Settings
 from bcd.serving import close_local_services
-from tests.serving.conftest import _free_port, png_bytes
+from tests.serving.conftest import _free_port, deploy_tiny, png_bytes
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def deployed(settings: Settings, tiny_model: Path):  # type: ignore[no-untyped-def]
-    registry.create_model("tiny", model_data=str(tiny_model), settings=settings)
-    variant = {
-        "VariantName": "main",
-        "ModelName": "tiny",
-        "InitialInstanceCount": 1,
-        "InitialVariantWeight": 1.0,
-    }
-    registry.create_endpoint_config("cfg", [variant], settings=settings)
-    registry.create_endpoint("ep", "cfg", settings=settings)
+    deploy_tiny(settings, tiny_model)
     yield settings
     close_local_services()
 

@@ -22,7 +22,7 @@ from bcd import registry
 from bcd.config import Settings
 from bcd.errors import InvalidInputError
 from bcd.serving._workers import forget_dead_workers, worker_app
-from tests.serving.conftest import _free_port, png_bytes
+from tests.serving.conftest import _free_port, deploy_tiny, png_bytes
 
 _PREDICT_HEADERS = {"Content-Type": "application/x-image", "Accept": "text/plain"}
 
@@ -30,15 +30,7 @@ _PREDICT_HEADERS = {"Content-Type": "application/x-image", "Accept": "text/plain
 @pytest.fixture
 def two_workers(settings: Settings, tiny_model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A ``bcd serve --workers 2`` process with endpoint ``ep``, both workers ready."""
-    registry.create_model("tiny", model_data=str(tiny_model), settings=settings)
-    variant = {
-        "VariantName": "main",
-        "ModelName": "tiny",
-        "InitialInstanceCount": 1,
-        "InitialVariantWeight": 1.0,
-    }
-    registry.create_endpoint_config("cfg", [variant], settings=settings)
-    registry.create_endpoint("ep", "cfg", settings=settings)
+    deploy_tiny(settings, tiny_model)
     port = _free_port()
     env = {**os.environ, "BCD_HOME": str(settings.home), "BCD_DEFAULT_ENDPOINT": "ep"}
     bcd_bin = Path(sys.executable).with_name("bcd")
