@@ -161,6 +161,15 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "loss weights: balanced (inverse class frequency), none, or one number per class",
         check=parse_class_weights,
     ),
+    Hyperparameter(
+        "label_smoothing",
+        "float",
+        0.0,
+        "training loss only: move this share of each label's weight evenly onto all "
+        "classes (for labels drawn as coarse regions); validation metrics use hard labels",
+        minimum=0.0,
+        maximum=0.5,
+    ),
     Hyperparameter("seed", "int", 0, "random seed", minimum=0, maximum=2**31 - 1),
 )
 

@@ -52,12 +52,12 @@ from bcd.algorithms.metrics import emit_metrics
 from bcd.algorithms.models import build_model
 from bcd.algorithms.training import (
     ModelSelection,
-    class_weights,
     evaluate,
     learning_rate_at,
     make_optimizer,
     set_learning_rate,
     train_one_epoch,
+    training_loss,
 )
 from bcd.errors import BcdError, InvalidInputError
 
@@ -200,8 +200,7 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    weights = class_weights(hyperparameters["class_weights"], train.labels, num_classes)
-    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    criterion = training_loss(hyperparameters, train.labels, num_classes).to(device)
     selection = ModelSelection(
         metric=hyperparameters["model_selection_metric"],
         patience=int(hyperparameters["early_stopping_patience"]),

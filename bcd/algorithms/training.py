@@ -156,6 +156,26 @@ def class_weights(setting: str, labels: np.ndarray, num_classes: int) -> torch.T
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def training_loss(
+    hyperparameters: dict[str, Any], labels: np.ndarray, num_classes: int
+) -> nn.CrossEntropyLoss:
+    """The training criterion: cross-entropy with ``class_weights`` and ``label_smoothing``.
+
+    Label smoothing moves ``label_smoothing`` of each target's weight evenly
+    onto all classes, so the loss stops pushing towards certainty on labels
+    drawn as coarse regions. Validation metrics use the hard labels.
+
+    Args:
+        hyperparameters: Validated hyperparameters of a built-in algorithm.
+        labels: (N,) training labels (for ``class_weights=balanced``).
+        num_classes: C.
+    """
+    return nn.CrossEntropyLoss(
+        weight=class_weights(str(hyperparameters["class_weights"]), labels, num_classes),
+        label_smoothing=float(hyperparameters.get("label_smoothing", 0.0)),
+    )
+
+
 @dataclass
 class EpochResult:
     """What one training epoch did on this process (sums all-reduced when distributed)."""

@@ -100,8 +100,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def forget_engines() -> None:
+    """Drop the cached engines without closing their connections.
+
+    For a process forked from one that used the store: the inherited
+    connections belong to the parent, so the child opens its own.
+    """
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+
+
 def dispose_engines() -> None:
-    """Close every cached engine (tests, and child processes after fork)."""
+    """Close every cached engine (tests)."""
     with _lock:
         for engine in _engines.values():
             engine.dispose()

@@ -1,39 +1,61 @@
 """Multi-process serving: ``bcd serve --workers N``.
 
 One parent process does the one-time work (settings, migrations, marking
-interrupted slide analyses failed), then hands the port to uvicorn's
-supervisor, which binds it once and spawns ``N`` worker processes that accept
-on the shared socket and restarts any that dies. Each worker builds its own
-app with :func:`worker_app`: its own event loop, endpoint router and ONNX
-Runtime sessions, with ``cores // N`` intra-op threads.
+interrupted slide analyses failed), imports what every worker needs (FastAPI,
+the routes, SQLAlchemy, NumPy, Pillow), binds the port once and then forks
+``N`` worker processes that accept on the shared socket. Forking after the
+imports means a worker starts in a fraction of a second instead of repeating
+them; ONNX Runtime is imported by each worker after the fork, since it starts
+a thread of its own on import. The parent supervises: it restarts a worker
+that dies, turns Ctrl-C or ``SIGTERM`` into one ``SIGTERM`` per worker (each
+shuts down gracefully, finishing its requests), and stops if workers keep
+failing.
 
-State that must hold for the whole server lives outside the workers:
-Prometheus series in a private ``PROMETHEUS_MULTIPROC_DIR`` that the parent
-creates and removes, invocation totals in the registry (each worker adds its
-own deltas), slide analyses and endpoints in the metadata store.
+Each worker builds its own app with :func:`worker_app`: its own event loop,
+endpoint router and ONNX Runtime sessions. State that must hold for the whole
+server lives outside the workers: Prometheus series in a private
+``PROMETHEUS_MULTIPROC_DIR`` that the parent creates and removes, invocation
+totals in the registry (each worker adds its own deltas), slide analyses and
+endpoints in the metadata store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from bcd.config import Settings
-from bcd.errors import InvalidInputError
+from bcd.errors import BcdError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable that hands the parent's settings to the workers.
-WORKER_CONFIG_ENV = "BCD_SERVE_WORKER_CONFIG"
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_FACTORY = "bcd.serving._workers:worker_app"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+#: uvicorn's exit status for a server that could not start (its lifespan failed).
+_STARTUP_FAILURE = 3
+#: A worker that dies this many times within :data:`_CRASH_WINDOW_S` stops the server.
+_MAX_CRASHES = 5
+_CRASH_WINDOW_S = 60.0
+#: How long stopping waits for workers to finish before killing them.
+_STOP_GRACE_S = 30.0
+
+
+class WorkersFailedError(BcdError):
+    """Server workers kept stopping, so ``bcd serve --workers N`` stopped."""
 
 
 def uvicorn_options(settings: Settings, access_log: bool) -> dict[str, Any]:
@@ -46,6 +68,16 @@ def uvicorn_options(settings: Settings, access_log: bool) -> dict[str, Any]:
         "timeout_keep_alive": 5,
         "server_header": False,
     }
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker process serves: the parent's settings and choices."""
+
+    settings: Settings
+    workers: int
+    only: set[str] | None = None
+    access_log: bool = False
 
 
 def serve_workers(
@@ -63,6 +95,7 @@ def serve_workers(
 
     Raises:
         InvalidInputError: ``workers`` is below 2.
+        WorkersFailedError: Workers kept failing (the log says why), so the server stopped.
     """
     import uvicorn
 
@@ -72,61 +105,224 @@ def serve_workers(
         raise InvalidInputError(f"serve_workers needs at least 2 workers, not {workers}")
     # Once, before any worker runs: a worker's own check skips live processes.
     recover_interrupted_analyses(settings)
+    spec = WorkerSpec(settings=settings, workers=workers, only=only, access_log=access_log)
     metrics_dir = tempfile.mkdtemp(prefix="bcd-metrics-")
-    config = {
-        "settings": settings.model_dump(mode="json"),
-        "only": sorted(only) if only else None,
-        "workers": workers,
-    }
-    saved = {name: os.environ.get(name) for name in (WORKER_CONFIG_ENV, _MULTIPROC_ENV)}
-    # Spawned workers inherit the environment.
-    os.environ[WORKER_CONFIG_ENV] = json.dumps(config)
+    saved = os.environ.get(_MULTIPROC_ENV)
     os.environ[_MULTIPROC_ENV] = metrics_dir
     try:
-        uvicorn.run(
-            _FACTORY, factory=True, workers=workers, **uvicorn_options(settings, access_log)
-        )
+        _import_shared_modules()
+        config = uvicorn.Config(_no_app, **uvicorn_options(settings, access_log))
+        config.load()  # imports uvicorn's protocol, loop and lifespan modules
+        listener = config.bind_socket()
+        try:
+            Supervisor(lambda: _fork_worker(spec, listener), workers).run()
+        finally:
+            listener.close()
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if saved is None:
+            os.environ.pop(_MULTIPROC_ENV, None)
+        else:
+            os.environ[_MULTIPROC_ENV] = saved
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def worker_app() -> Any:
-    """The app of one worker process (uvicorn calls this factory in each worker).
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    """The parent's uvicorn config only binds the socket; it never serves."""
+    raise RuntimeError("the supervisor process does not serve requests")
+
+
+def _import_shared_modules() -> None:
+    """Import, once in the parent, the modules every worker needs (all but ONNX Runtime)."""
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    import bcd.serving.app
+    import bcd.slides  # noqa: F401
+    from bcd.registry import _tables  # noqa: F401
+
+
+def _fork_worker(spec: WorkerSpec, listener: socket.socket) -> int:
+    """Start one worker process; returns its pid (in the parent)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    _worker_main(spec, listener)
+
+
+def _worker_main(spec: WorkerSpec, listener: socket.socket) -> NoReturn:
+    """The whole life of a forked worker; never returns into the parent's code."""
+    status = 1
+    try:
+        # The parent's handlers must not run here; uvicorn installs the worker's own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        import uvicorn
+
+        app = worker_app(spec)
+        options = uvicorn_options(spec.settings, spec.access_log)
+        server = _worker_server(uvicorn.Config(app, **options))
+        try:
+            server.run(sockets=[listener])
+            status = 0 if server.started else _STARTUP_FAILURE
+        except SystemExit as stop:  # uvicorn exits this way when the app cannot start
+            status = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        logger.exception("serving worker %d failed", os.getpid())
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _worker_server(config: Any) -> Any:
+    """A worker's uvicorn server: it stops on ``SIGTERM`` from the supervisor only.
+
+    A Ctrl-C in a terminal reaches the whole process group; the supervisor
+    turns it into one ``SIGTERM`` per worker, so a worker ignores ``SIGINT``
+    (a second ``SIGTERM`` makes uvicorn stop without waiting).
+    """
+    import uvicorn
+
+    class WorkerServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if sig != signal.SIGINT:
+                super().handle_exit(sig, frame)
+
+    return WorkerServer(config)
+
+
+def worker_app(spec: WorkerSpec) -> Any:
+    """The app of one worker process, built in the worker after the fork.
 
     Returns:
-        A FastAPI app built from the settings the parent put in
-        ``BCD_SERVE_WORKER_CONFIG``.
-
-    Raises:
-        InvalidInputError: The variable is missing (not started by :func:`serve_workers`).
+        A FastAPI app whose ``/metrics`` sums every worker's series.
     """
-    from bcd.serving._runtime import available_cores
+    from prometheus_client import values
+
+    from bcd.db import forget_engines
     from bcd.serving.app import create_app
 
-    raw = os.environ.get(WORKER_CONFIG_ENV)
-    metrics_dir = os.environ.get(_MULTIPROC_ENV)
-    if not raw or not metrics_dir:
-        raise InvalidInputError(
-            f"{WORKER_CONFIG_ENV} and {_MULTIPROC_ENV} are unset; start workers with "
-            "`bcd serve --workers N`"
-        )
-    config = json.loads(raw)
-    settings = Settings.model_validate(config["settings"])
-    workers = int(config["workers"])
-    logging.getLogger("bcd").setLevel(settings.log_level.upper())
-    forget_dead_workers(Path(metrics_dir))
-    only = set(config["only"]) if config.get("only") else None
-    return create_app(
-        settings,
-        only=only,
-        cores=max(1, available_cores() // workers),
-        multiprocess_metrics=True,
-    )
+    # Connections and Prometheus values made by the parent belong to the parent.
+    forget_engines()
+    values.ValueClass = values.get_value_class()
+    logging.getLogger("bcd").setLevel(spec.settings.log_level.upper())
+    forget_dead_workers(Path(os.environ[_MULTIPROC_ENV]))
+    return create_app(spec.settings, only=spec.only, multiprocess_metrics=True)
+
+
+class Supervisor:
+    """Keeps ``workers`` processes running until ``SIGINT``/``SIGTERM``, then stops them.
+
+    Args:
+        start: Starts one worker process and returns its pid.
+        workers: How many to keep running.
+        reap: Returns ``(pid, status)`` of a stopped child, or ``(0, 0)`` if none
+            (default ``os.waitpid(-1, os.WNOHANG)``).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], int],
+        workers: int,
+        *,
+        reap: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self._start = start
+        self._workers = workers
+        self._reap = reap or (lambda: os.waitpid(-1, os.WNOHANG))
+        self._running: set[int] = set()
+        self._crashes: deque[float] = deque()
+        self._stop = threading.Event()
+        self._signals = 0
+        self.failure: str | None = None
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        """Stop the workers (a signal handler; a second call stops them at once)."""
+        self._signals += 1
+        if self._signals > 1:
+            self._signal_workers(signal.SIGTERM)
+        self._stop.set()
+
+    def run(self) -> None:
+        """Start the workers and supervise them; returns once all have stopped.
+
+        Raises:
+            WorkersFailedError: Workers kept failing, so the supervisor stopped them.
+        """
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in handled}
+        try:
+            for _ in range(self._workers):
+                self._running.add(self._start())
+                logger.info("started worker process %d", max(self._running))
+            while not self._stop.wait(0.2):
+                self._replace_stopped()
+        finally:
+            self._signal_workers(signal.SIGTERM)
+            self._wait_for_workers()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.failure:
+            raise WorkersFailedError(self.failure)
+
+    def _replace_stopped(self) -> None:
+        for pid, status in self._stopped_children():
+            code = os.waitstatus_to_exitcode(status)
+            logger.warning("worker process %d stopped (exit status %d)", pid, code)
+            now = time.monotonic()
+            self._crashes.append(now)
+            while self._crashes and now - self._crashes[0] > _CRASH_WINDOW_S:
+                self._crashes.popleft()
+            if code == _STARTUP_FAILURE:
+                self.failure = "a worker could not start its app; see the log above"
+            elif len(self._crashes) >= _MAX_CRASHES:
+                self.failure = (
+                    f"workers stopped {len(self._crashes)} times within "
+                    f"{_CRASH_WINDOW_S:.0f} s; see the log above"
+                )
+            if self.failure:
+                logger.error("stopping the server: %s", self.failure)
+                self._stop.set()
+                return
+            pid = self._start()
+            self._running.add(pid)
+            logger.info("started worker process %d in its place", pid)
+
+    def _stopped_children(self) -> list[tuple[int, int]]:
+        stopped = []
+        while self._running:
+            try:
+                pid, status = self._reap()
+            except ChildProcessError:
+                self._running.clear()
+                break
+            if pid == 0:
+                break
+            if pid in self._running:
+                self._running.discard(pid)
+                stopped.append((pid, status))
+        return stopped
+
+    def _signal_workers(self, sig: int) -> None:
+        for pid in list(self._running):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                self._running.discard(pid)
+
+    def _wait_for_workers(self) -> None:
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while self._running:
+            self._stopped_children()
+            if not self._running:
+                break
+            if time.monotonic() > deadline:
+                logger.warning("killing %d worker(s) that did not stop", len(self._running))
+                self._signal_workers(signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.05)
 
 
 def forget_dead_workers(metrics_dir: Path) -> int:

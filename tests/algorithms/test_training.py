@@ -25,6 +25,7 @@ from bcd.algorithms.training import (
     learning_rate_at,
     make_optimizer,
     train_one_epoch,
+    training_loss,
 )
 from bcd.errors import InvalidInputError
 
@@ -115,6 +116,23 @@ def test_balanced_class_weights_undo_the_two_to_one_imbalance() -> None:
     assert class_weights("none", labels, 2) is None
     assert class_weights("1.0,3.0", labels, 2).tolist() == [1.0, 3.0]
     assert class_weights("balanced", np.zeros(4, int), 2).tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_training_loss_weights_classes_and_smooths_labels() -> None:
+    labels = np.array([0] * 200 + [1] * 100)
+    logits = torch.tensor([[4.0, -4.0], [-1.0, 1.0]])
+    targets = torch.tensor([0, 1])
+    log_p = torch.log_softmax(logits, dim=1)
+    hard = training_loss({"class_weights": "none"}, labels, 2)
+    assert hard(logits, targets).item() == pytest.approx(-(log_p[0, 0] + log_p[1, 1]).item() / 2)
+    # Smoothing 0.2 of two classes: targets become 0.9 / 0.1.
+    smooth = training_loss({"class_weights": "none", "label_smoothing": 0.2}, labels, 2)
+    expected = -(0.9 * log_p[0, 0] + 0.1 * log_p[0, 1] + 0.9 * log_p[1, 1] + 0.1 * log_p[1, 0]) / 2
+    assert smooth(logits, targets).item() == pytest.approx(expected.item())
+    # A confident right answer still costs something under smoothing.
+    assert smooth(logits[:1], targets[:1]).item() > 5 * hard(logits[:1], targets[:1]).item()
+    balanced = training_loss({"class_weights": "balanced"}, labels, 2)
+    assert balanced.weight is not None and balanced.weight.tolist() == pytest.approx([0.75, 1.5])
 
 
 def test_model_selection_and_sagemaker_style_early_stopping() -> None:

@@ -8,8 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,8 +21,7 @@ from PIL import Image
 
 from bcd import registry
 from bcd.config import Settings
-from bcd.errors import InvalidInputError
-from bcd.serving._workers import forget_dead_workers, worker_app
+from bcd.serving._workers import Supervisor, WorkersFailedError, forget_dead_workers
 from tests.serving.conftest import _free_port, deploy_tiny, png_bytes
 
 _PREDICT_HEADERS = {"Content-Type": "application/x-image", "Accept": "text/plain"}
@@ -137,9 +137,109 @@ def test_two_workers_share_metrics_registry_counts_and_slides(
     assert sum(variant["InvocationCount"] for variant in variants) == sent
 
 
-def test_worker_app_refuses_to_start_without_the_parent() -> None:
-    with pytest.raises(InvalidInputError, match="--workers"):
-        worker_app()
+class _Children:
+    """``Supervisor.start``/``reap`` over real child processes that run ``code``."""
+
+    def __init__(self, *codes: str) -> None:
+        self.codes = list(codes)
+        self.started: list[subprocess.Popen] = []
+
+    def start(self) -> int:
+        code = self.codes.pop(0) if len(self.codes) > 1 else self.codes[0]
+        self.started.append(subprocess.Popen([sys.executable, "-c", code]))
+        return self.started[-1].pid
+
+    def reap(self) -> tuple[int, int]:
+        for child in self.started:
+            if child.returncode is None and child.poll() is not None:
+                code = child.returncode
+                return child.pid, (-code if code < 0 else code << 8)
+        return 0, 0
+
+    def running(self) -> list[subprocess.Popen]:
+        return [child for child in self.started if child.poll() is None]
+
+
+_SLEEPER = "import time\ntime.sleep(60)"
+
+
+def _in_background(action: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_supervisor_replaces_a_worker_that_dies_and_stops_all_on_request() -> None:
+    children = _Children(_SLEEPER)
+    supervisor = Supervisor(children.start, 2, reap=children.reap)
+
+    def kill_one_then_stop() -> None:
+        _wait_for(lambda: len(children.running()) == 2)
+        children.started[0].kill()
+        _wait_for(lambda: len(children.started) == 3 and len(children.running()) == 2)
+        supervisor.request_stop()
+
+    helper = _in_background(kill_one_then_stop)
+    supervisor.run()
+    helper.join()
+    assert len(children.started) == 3
+    assert children.running() == []
+    # The two live workers were asked to stop (SIGTERM), not killed.
+    assert [child.returncode for child in children.started[1:]] == [-signal.SIGTERM] * 2
+    assert supervisor.failure is None
+
+
+def test_supervisor_stops_when_a_worker_cannot_start() -> None:
+    children = _Children(_SLEEPER, "raise SystemExit(3)")
+    supervisor = Supervisor(children.start, 2, reap=children.reap)
+    with pytest.raises(WorkersFailedError, match="could not start"):
+        supervisor.run()
+    assert len(children.started) == 2  # no replacement for a worker whose app cannot start
+    assert children.running() == []
+
+
+def test_supervisor_gives_up_on_workers_that_keep_crashing() -> None:
+    children = _Children(_SLEEPER, "raise SystemExit(1)")
+    supervisor = Supervisor(children.start, 2, reap=children.reap)
+    with pytest.raises(WorkersFailedError, match="5 times"):
+        supervisor.run()
+    assert len(children.started) == 6  # the sleeper, then five crashes and four replacements
+    assert children.running() == []
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(
+    two_workers: tuple[str, subprocess.Popen],
+) -> None:
+    base, process = two_workers
+    dark = png_bytes(np.full((50, 50, 3), (110, 50, 140), np.uint8))
+    workers = psutil.Process(process.pid).children()
+    assert len(workers) == 2
+    workers[0].kill()
+    _wait_for(
+        lambda: (
+            {child.pid for child in psutil.Process(process.pid).children()}
+            - {workers[0].pid, workers[1].pid}
+            != set()
+        ),
+        timeout=30,
+    )
+    _wait_for(lambda: len(psutil.Process(process.pid).children()) == 2)
+    ready = 0
+    deadline = time.monotonic() + 30
+    while ready < 20:  # fresh connections reach both workers, the new one included
+        assert time.monotonic() < deadline, "the replacement worker did not become ready"
+        with httpx.Client(base_url=base) as client:
+            answer = client.post("/predict-breast-cancer", content=dark, headers=_PREDICT_HEADERS)
+        ready = ready + 1 if answer.status_code == 200 else 0
+    assert answer.text == "Cancer detected"
+    assert process.poll() is None
 
 
 def test_forget_dead_workers_drops_only_gauges_of_stopped_processes(tmp_path: Path) -> None:
