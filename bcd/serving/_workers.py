@@ -94,7 +94,7 @@ def serve_workers(
         access_log: Log every request line (no bodies).
 
     Raises:
-        InvalidInputError: ``workers`` is below 2.
+        InvalidInputError: ``workers`` is below 2, or this platform cannot fork.
         WorkersFailedError: Workers kept failing (the log says why), so the server stopped.
     """
     import uvicorn
@@ -103,6 +103,8 @@ def serve_workers(
 
     if workers < 2:
         raise InvalidInputError(f"serve_workers needs at least 2 workers, not {workers}")
+    if not hasattr(os, "fork"):
+        raise InvalidInputError("--workers above 1 needs os.fork (Linux or macOS); use one process")
     # Once, before any worker runs: a worker's own check skips live processes.
     recover_interrupted_analyses(settings)
     spec = WorkerSpec(settings=settings, workers=workers, only=only, access_log=access_log)
