@@ -75,7 +75,6 @@ class WorkerSpec:
     """What every worker process serves: the parent's settings and choices."""
 
     settings: Settings
-    workers: int
     only: set[str] | None = None
     access_log: bool = False
 
@@ -107,7 +106,7 @@ def serve_workers(
         raise InvalidInputError("--workers above 1 needs os.fork (Linux or macOS); use one process")
     # Once, before any worker runs: a worker's own check skips live processes.
     recover_interrupted_analyses(settings)
-    spec = WorkerSpec(settings=settings, workers=workers, only=only, access_log=access_log)
+    spec = WorkerSpec(settings=settings, only=only, access_log=access_log)
     metrics_dir = tempfile.mkdtemp(prefix="bcd-metrics-")
     saved = os.environ.get(_MULTIPROC_ENV)
     os.environ[_MULTIPROC_ENV] = metrics_dir

@@ -220,7 +220,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += loss.item()
         val_inputs, val_labels = splits["validation"]
         probabilities = scores(network, val_inputs, mean, std)
         auc = point_metrics(val_labels, probabilities, 0.5)["roc_auc"]
