@@ -20,7 +20,9 @@ single patches cannot supply the neighbourhood.
         --dataset idc --radius 2 --epochs 16 --out context-r2.json
 
 ``--radius 0`` trains the same loop without context (3 channels), as a
-baseline for this script's own recipe.
+baseline for this script's own recipe. ``--boundary-weight W`` scales the
+loss of training patches that touch a patch of the other label on the grid
+(where labels drawn as coarse regions are least reliable).
 """
 
 from __future__ import annotations
@@ -82,6 +84,23 @@ def context_images(
         )
         context[members] = shrunk.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return context
+
+
+def on_label_boundary(
+    labels: np.ndarray, patients: np.ndarray, xs: np.ndarray, ys: np.ndarray
+) -> np.ndarray:
+    """(N,) bool: the patch has one of its 8 grid neighbours with the other label."""
+    boundary = np.zeros(len(labels), bool)
+    for patient in np.unique(patients):
+        members = np.flatnonzero(patients == patient)
+        cols, rows = xs[members] // GRID + 1, ys[members] // GRID + 1
+        grid = np.full((int(rows.max()) + 2, int(cols.max()) + 2), -1, np.int64)
+        grid[rows, cols] = labels[members]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                neighbour = grid[rows + dy, cols + dx]
+                boundary[members] |= (neighbour >= 0) & (neighbour != labels[members])
+    return boundary
 
 
 def stacked(images: np.ndarray, context: np.ndarray | None) -> torch.Tensor:
@@ -162,6 +181,12 @@ def main() -> None:
     parser.add_argument("--stain-jitter", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument(
+        "--boundary-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of training patches next to a patch of the other label",
+    )
+    parser.add_argument(
         "--limit", type=int, default=0, help="use only this many patients per split"
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -173,6 +198,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     splits = {}
+    boundary = np.zeros(0, bool)
     for split in ("train", "validation", "test"):
         patches = dataset_patches(args.dataset, split, settings)
         images = np.asarray(patches.images)
@@ -183,10 +209,11 @@ def main() -> None:
         images, patients = images[keep], patients[keep]
         xs, ys = np.asarray(patches.xs)[keep], np.asarray(patches.ys)[keep]
         context = context_images(images, patients, xs, ys, args.radius) if args.radius else None
-        splits[split] = (
-            stacked(images, context),
-            np.asarray(patches.labels)[keep].astype(np.int64),
-        )
+        labels = np.asarray(patches.labels)[keep].astype(np.int64)
+        splits[split] = (stacked(images, context), labels)
+        if split == "train":
+            boundary = on_label_boundary(labels, patients, xs, ys)
+            print(f"train: {boundary.mean():.1%} of patches on a label boundary", flush=True)
         print(f"{split}: {len(images)} patches, {len(np.unique(patients))} patients", flush=True)
 
     train_inputs, train_labels = splits["train"]
@@ -201,8 +228,10 @@ def main() -> None:
     )
     counts = np.bincount(train_labels, minlength=2)
     weight = torch.tensor(len(train_labels) / (2 * counts), dtype=torch.float32)
-    criterion = nn.CrossEntropyLoss(weight=weight)
+    criterion = nn.CrossEntropyLoss(weight=weight, reduction="none")
     labels_t = torch.from_numpy(train_labels)
+    # Each patch's share of the loss: its class weight, times the boundary weight.
+    share = weight[labels_t] * torch.where(torch.from_numpy(boundary), args.boundary_weight, 1.0)
     steps = math.ceil(len(train_labels) / args.batch_size)
     best: dict[str, object] = {"auc": -1.0}
     history = []
@@ -216,7 +245,8 @@ def main() -> None:
             index = order[step * args.batch_size : (step + 1) * args.batch_size]
             batch = augment(train_inputs[index], args.stain_jitter, generator)
             batch = ((batch / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
-            loss = criterion(network(batch), labels_t[index])
+            per_patch = criterion(network(batch), labels_t[index]) / weight[labels_t[index]]
+            loss = (per_patch * share[index]).sum() / share[index].sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
