@@ -256,8 +256,9 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self.request_stop) for sig in handled}
         try:
             for _ in range(self._workers):
-                self._running.add(self._start())
-                logger.info("started worker process %d", max(self._running))
+                pid = self._start()
+                self._running.add(pid)
+                logger.info("started worker process %d", pid)
             while not self._stop.wait(0.2):
                 self._replace_stopped()
         finally:
@@ -337,23 +338,15 @@ def forget_dead_workers(metrics_dir: Path) -> int:
     """
     from prometheus_client import multiprocess
 
+    from bcd._process import is_alive
+
     dead: set[int] = set()
     for path in metrics_dir.glob("gauge_live*.db"):
         match = _LIVE_GAUGE_FILE.match(path.name)
-        if match and not _pid_running(int(match.group(1))):
+        if match and not is_alive(int(match.group(1)), None):
             dead.add(int(match.group(1)))
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(metrics_dir))
     if dead:
         logger.info("dropped the gauges of %d stopped worker(s)", len(dead))
     return len(dead)
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
