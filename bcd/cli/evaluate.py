@@ -24,6 +24,13 @@ Examples:
   bcd evaluate ./model --data ./hospital-holdout --dataset idc --out reports/holdout
 
   bcd evaluate ./model --dataset idc --calibrate --out reports/calibrated
+
+  bcd evaluate ./model --dataset idc --calibrate --context-radius 3 --out reports/slides
+
+With --context-radius R each patch is scored together with its patient's
+neighbouring patches (windows up to (2R+1) x (2R+1)), as whole-slide analysis
+scores tiles; without it every patch is scored alone, as the single-patch API
+does.
 """
 
 
@@ -59,6 +66,12 @@ def _print_summary(console: Console, summary: dict[str, Any], report: Path) -> N
         f"temperature {summary['temperature']:g}, logit bias "
         f"{summary.get('logit_bias', 0.0):g}, TTA {'on' if summary['tta'] else 'off'}"
     )
+    context = summary.get("slide_context")
+    if context:
+        console.print(
+            f"slide context: radius {context['radius']} ({context['source']}); the numbers "
+            "describe whole-slide analysis, not the single-patch API"
+        )
     validation = summary.get("validation")
     if validation:
         console.print(
@@ -71,6 +84,7 @@ def _print_summary(console: Console, summary: dict[str, Any], report: Path) -> N
                 f"{validation['fitted_temperature']:.4f}, logit bias "
                 f"{validation['previous_logit_bias']:g} → {validation['fitted_logit_bias']:.4f}, "
                 "decision threshold → the BAC-optimal one; written into model.json"
+                + (" with the slide context" if context else "")
             )
         if validation.get("shared_patients"):
             console.print(
@@ -134,7 +148,17 @@ def evaluate_command(
         "--calibrate",
         help="Fit temperature and logit bias (Platt scaling) on the validation margins and "
         "write them, with the BAC-optimal decision threshold, into model.json "
-        "(model folders only).",
+        "(model folders only). With --context-radius the fitted slide context is written "
+        "too; without it an old slide context is removed.",
+    ),
+    context_radius: int = typer.Option(
+        0,
+        "--context-radius",
+        min=0,
+        max=5,
+        help="Score each patch with its neighbours within R patches on its patient's grid, "
+        "as whole-slide analysis does (fitted on the validation data, else model.json's "
+        "slide_context). 0: every patch alone, as the single-patch API.",
     ),
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Patient-bootstrap replicates (0: no intervals)."
@@ -196,6 +220,7 @@ def evaluate_command(
             bootstrap=bootstrap,
             seed=seed,
             tta=tta,
+            context_radius=context_radius,
             variant=variant,
             threads=threads,
             settings=get_settings(),

@@ -25,6 +25,11 @@ console = Console()
 slide_app = typer.Typer(help="Whole-slide IDC analysis: heatmaps, reports, dataset slides.")
 
 
+def _context_json(spec: Any) -> dict[str, Any] | None:
+    """The model's slide context as ``model.json`` stores it, or ``None``."""
+    return spec.slide_context.to_json() if spec.slide_context else None
+
+
 @contextmanager
 def _classifier(
     endpoint: str | None, model_dir: Path | None
@@ -40,6 +45,7 @@ def _classifier(
                 {
                     "model": model_dir.name,
                     "decision_threshold": runtime.spec.decision_threshold,
+                    "slide_context": _context_json(runtime.spec),
                 },
             )
         finally:
@@ -67,6 +73,7 @@ def _classifier(
                 "variant": variant.name,
                 "model": variant.model_name,
                 "decision_threshold": variant.runtime.spec.decision_threshold,
+                "slide_context": _context_json(variant.runtime.spec),
             },
         )
 
@@ -128,6 +135,13 @@ def analyze(
     mpp: float | None = typer.Option(None, help="Microns per pixel, overriding the file's."),
     model_mpp: float = typer.Option(4.0, help="Resolution of the model's training patches."),
     all_tiles: bool = typer.Option(False, "--all-tiles", help="Score background tiles too."),
+    context: bool = typer.Option(
+        True,
+        "--context/--no-context",
+        help="Combine each tile's score with its neighbours' when the model has a fitted "
+        "slide context (model.json slide_context; stride 50 only). --no-context scores "
+        "every tile alone, as the single-patch API does.",
+    ),
     top_k: int = typer.Option(12, help="How many of the most suspicious tiles to list."),
     batch_size: int = typer.Option(256, help="Tiles per inference call."),
 ) -> None:
@@ -142,6 +156,7 @@ def analyze(
         mpp=mpp,
         model_mpp=model_mpp,
         detect_tissue=not all_tiles,
+        context=context,
         top_k=top_k,
         batch_size=batch_size,
     ).validate()

@@ -6,7 +6,8 @@
   precision, accuracy, ROC AUC, PR AUC, log loss, Brier score and ECE, each
   with a confidence interval from resampling *patients* (never patches).
 - :func:`fit_temperature`, :func:`fit_platt` and :func:`bac_optimal_threshold` — calibration and
-  threshold choice, fitted on validation data only.
+  threshold choice, fitted on validation data only; :func:`fit_logistic` fits the
+  slide context (:mod:`bcd.neighbourhood`).
 - :func:`write_report` — ``report.json``, ``report.md``, PNG plots and
   ``predictions.csv``, with published results on this dataset beside ours.
 """
@@ -17,6 +18,7 @@ from bcd.evaluation._bootstrap import Interval, bootstrap_metrics, patient_multi
 from bcd.evaluation._calibration import (
     bac_optimal_threshold,
     calibration_curve,
+    fit_logistic,
     fit_platt,
     fit_temperature,
     platt_nll,
@@ -49,6 +51,7 @@ __all__ = [
     "calibration_curve",
     "dataset_patches",
     "evaluate",
+    "fit_logistic",
     "fit_platt",
     "fit_temperature",
     "folder_patches",

@@ -25,6 +25,7 @@ import numpy as np
 
 from bcd.errors import InvalidInputError
 from bcd.evaluation._metrics import calibration_bins
+from bcd.neighbourhood import sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,62 @@ def fit_platt(
     bias, _ = _golden_minimum(profile, *BIAS_RANGE, tolerance)
     profile(bias)
     return float(math.exp(best_log_t[bias])), float(bias)
+
+
+def fit_logistic(
+    features: np.ndarray,
+    labels: np.ndarray,
+    ridge: float = 1e-6,
+    max_iterations: int = 100,
+) -> tuple[np.ndarray, float]:
+    """Weights and bias of a logistic regression, by Newton's method.
+
+    Used for the slide context (:mod:`bcd.neighbourhood`): a handful of
+    features, thousands of validation patches. A tiny ridge on the weights
+    (not the bias) keeps the Newton steps defined when features are nearly
+    collinear; the NLL is convex, so the optimum found is the optimum.
+
+    Args:
+        features: (N, K) finite features.
+        labels: (N,) 0/1 labels.
+        ridge: L2 penalty per patch on the weights.
+        max_iterations: Newton steps at most.
+
+    Returns:
+        ``(weights (K,), bias)``.
+
+    Raises:
+        InvalidInputError: Mismatched shapes, one class, non-finite features,
+            or data separated perfectly (no finite optimum).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels).astype(np.float64).ravel()
+    if x.ndim != 2 or x.shape[0] != y.size or y.size == 0:
+        raise InvalidInputError(f"features {x.shape} do not match {y.size} labels")
+    if not np.isfinite(x).all():
+        raise InvalidInputError("the features hold NaN or infinite values")
+    if not np.isin(y, (0.0, 1.0)).all() or y.min() == y.max():
+        raise InvalidInputError("logistic regression needs 0/1 labels of both classes")
+    design = np.c_[x, np.ones(y.size)]
+    penalty = np.full(design.shape[1], ridge * y.size)
+    penalty[-1] = 0.0
+    beta = np.zeros(design.shape[1])
+    beta[-1] = math.log(y.mean() / (1 - y.mean()))
+    for _ in range(max_iterations):
+        p = sigmoid(design @ beta)
+        gradient = design.T @ (p - y) + penalty * beta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    separated = bool(np.all((design @ beta > 0) == (y == 1)))
+    if separated or not np.isfinite(beta).all() or np.abs(beta).max() > 1e4:
+        raise InvalidInputError(
+            "the validation patches are separated perfectly, so the context fit has no "
+            "optimum; fit it on a larger or harder validation set"
+        )
+    return beta[:-1].copy(), float(beta[-1])
 
 
 def bac_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

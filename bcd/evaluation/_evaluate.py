@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from bcd.evaluation._calibration import (
     BIAS_RANGE,
     TEMPERATURE_RANGE,
     bac_optimal_threshold,
+    fit_logistic,
     fit_platt,
     platt_nll,
 )
@@ -34,6 +35,7 @@ from bcd.evaluation._inference import RuntimeScorer, probabilities_from_margins
 from bcd.evaluation._patients import per_patient_results
 from bcd.evaluation._report import EvaluationResult
 from bcd.evaluation._resolve import MODEL_JSON, ModelTarget, resolve_model
+from bcd.neighbourhood import SlideContext, check_radius, patch_features
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def write_calibration(
     bias: float,
     threshold: float,
     calibration: dict[str, Any],
+    slide_context: dict[str, Any] | None = None,
 ) -> None:
     """Set ``temperature``, ``logit_bias`` and ``decision_threshold`` in a model
     folder's ``model.json`` (written aside, then renamed).
@@ -137,6 +140,9 @@ def write_calibration(
         bias: The fitted logit bias.
         threshold: The decision threshold on the calibrated P(IDC) that serving uses.
         calibration: How they were fitted (recorded under ``calibration``).
+        slide_context: The slide context fitted on the new calibration, stored
+            as ``slide_context``. ``None`` removes an old one: it was fitted on
+            the previous calibration's logits and would no longer fit.
     """
     path = model_dir / MODEL_JSON
     document = json.loads(path.read_text(encoding="utf-8"))
@@ -144,6 +150,14 @@ def write_calibration(
     document["logit_bias"] = bias
     document["decision_threshold"] = threshold
     document["calibration"] = calibration
+    if slide_context is not None:
+        document["slide_context"] = slide_context
+    elif document.pop("slide_context", None) is not None:
+        logger.warning(
+            "removed the slide context from %s: it was fitted on the previous calibration; "
+            "refit it with --context-radius",
+            path,
+        )
     partial = path.with_name(f".{MODEL_JSON}.partial")
     partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, path)
@@ -168,11 +182,12 @@ def _validation_findings(
     tta: bool,
     calibrate: bool,
     progress: Progress | None,
-) -> tuple[dict[str, Any], float, float]:
+) -> tuple[dict[str, Any], float, float, np.ndarray]:
     """Fit calibration (optionally) and the BAC-optimal threshold on validation patches.
 
     Returns:
-        The findings, and the temperature and logit bias to score with.
+        The findings, the temperature and logit bias to score with, and the
+        validation patches' P(IDC) with them.
     """
     margins, _ = _score(scorer, validation, tta, "validation", progress)
     temperature, bias = scorer.temperature, scorer.logit_bias
@@ -215,7 +230,51 @@ def _validation_findings(
             "the fitted threshold is not independent of the result",
             shared.size,
         )
-    return findings, temperature, bias
+    return findings, temperature, bias, scores
+
+
+def _context_findings(
+    validation: PatchSet, scores: np.ndarray, radius: int
+) -> tuple[dict[str, Any], SlideContext]:
+    """Fit the slide context of ``radius`` on the validation patches' P(IDC)."""
+    features = patch_features(scores, validation.patient_ids, validation.xs, validation.ys, radius)
+    weights, bias = fit_logistic(features, validation.labels)
+    fitted = SlideContext(radius, tuple(float(w) for w in weights), bias)
+    combined = fitted.probabilities(features)
+    threshold, bac = bac_optimal_threshold(validation.labels, combined)
+    context = replace(fitted, decision_threshold=threshold)
+    findings = {
+        **context.to_json(),
+        "bac_at_optimum": bac,
+        "nll_patch": _nll(validation.labels, scores),
+        "nll_context": _nll(validation.labels, combined),
+    }
+    return findings, context
+
+
+def _stored_context(
+    fitted: dict[str, Any] | None, validation: PatchSet | None, tta: bool
+) -> dict[str, Any] | None:
+    """The ``slide_context`` object for ``model.json``: the fit and how it was made."""
+    if fitted is None:
+        return None
+    return {
+        **{key: fitted[key] for key in ("radius", "weights", "bias", "decision_threshold")},
+        "fitted": {
+            "method": "logistic regression on the tile's logit and its window means, "
+            "minimum validation NLL",
+            "validation": validation.description if validation else None,
+            "tta": tta,
+            "nll_patch": fitted["nll_patch"],
+            "nll_context": fitted["nll_context"],
+            "bac_at_optimum": fitted["bac_at_optimum"],
+        },
+    }
+
+
+def _nll(labels: np.ndarray, scores: np.ndarray) -> float:
+    p = np.clip(scores, 1e-12, 1 - 1e-12)
+    return float(-np.mean(np.where(labels == 1, np.log(p), np.log1p(-p))))
 
 
 def evaluate(
@@ -231,6 +290,7 @@ def evaluate(
     bootstrap: int = 1000,
     seed: int = 0,
     tta: bool | None = None,
+    context_radius: int = 0,
     variant: str | None = None,
     threads: int | None = None,
     settings: Settings | None = None,
@@ -255,6 +315,12 @@ def evaluate(
         bootstrap: Patient-bootstrap replicates for the intervals.
         seed: Seed of the bootstrap.
         tta: Average the 8 dihedral views; ``None`` follows ``model.json``.
+        context_radius: Score each patch with its neighbours on its patient's
+            grid, as whole-slide analysis does (:mod:`bcd.neighbourhood`):
+            the context is fitted on the validation data, or taken from
+            ``model.json`` without it. 0 scores every patch alone, as the
+            single-patch API does. With ``calibrate`` the fitted context is
+            written into ``model.json`` as ``slide_context``.
         variant: Endpoint variant to evaluate (default the heaviest).
         threads: ONNX Runtime threads (default all cores).
         settings: Defaults to :func:`bcd.config.get_settings`.
@@ -284,6 +350,7 @@ def evaluate(
             "threshold on the data you report overstates accuracy — use another split"
         )
     has_validation = validation_split is not None or validation_folder is not None
+    context_radius = check_radius(context_radius)
     if calibrate and not has_validation:
         raise InvalidInputError("--calibrate fits on validation data: add --validation-split")
     target: ModelTarget = resolve_model(model, settings, variant)
@@ -310,9 +377,20 @@ def evaluate(
         use_tta = scorer.default_tta if tta is None else tta
         temperature, bias = scorer.temperature, scorer.logit_bias
         model_threshold = scorer.decision_threshold
+        model_context = scorer.spec.slide_context
+        if (
+            context_radius
+            and validation is None
+            and (model_context is None or model_context.radius != context_radius)
+        ):
+            stored = f"radius {model_context.radius}" if model_context else "none"
+            raise InvalidInputError(
+                f"the model has no slide context of radius {context_radius} (model.json has "
+                f"{stored}); give validation data (--validation-split) to fit one"
+            )
         findings = None
         if validation is not None:
-            findings, temperature, bias = _validation_findings(
+            findings, temperature, bias, validation_scores = _validation_findings(
                 scorer, validation, evaluated, use_tta, calibrate, progress
             )
         margins, seconds = _score(scorer, evaluated, use_tta, "evaluate", progress)
@@ -320,11 +398,28 @@ def evaluate(
     finally:
         scorer.close()
     scores = probabilities_from_margins(margins, temperature, bias)
+    context = None
+    if context_radius:
+        if findings is not None and validation is not None:
+            findings["slide_context"], context = _context_findings(
+                validation, validation_scores, context_radius
+            )
+        else:
+            context = model_context  # its radius was checked before scoring
+    if context is not None:
+        scores = context.probabilities(
+            patch_features(
+                scores, evaluated.patient_ids, evaluated.xs, evaluated.ys, context_radius
+            )
+        )
 
     if threshold is not None:
         used, source = float(threshold), "--threshold"
     elif findings is not None:
-        used, source = findings["bac_optimal_threshold"], "BAC-optimal on the validation data"
+        optimal = context.decision_threshold if context else findings["bac_optimal_threshold"]
+        used, source = optimal, "BAC-optimal on the validation data"
+    elif context is not None:
+        used, source = context.decision_threshold, "the model's slide_context, no validation data"
     else:
         used, source = model_threshold, "the model's decision_threshold, no validation data"
 
@@ -345,6 +440,7 @@ def evaluate(
                 "nll_after": findings["nll_after"],
                 "bac_optimal_threshold": findings["bac_optimal_threshold"],
             },
+            _stored_context(findings.get("slide_context"), validation, use_tta),
         )
         logger.info(
             "wrote temperature %.4f, logit bias %.4f and threshold %.4f into %s",
@@ -380,6 +476,16 @@ def evaluate(
         },
         validation=findings,
         tta=use_tta,
+        slide_context=(
+            {
+                **context.to_json(),
+                "source": "fitted on the validation data"
+                if findings is not None
+                else "the model's slide_context",
+            }
+            if context is not None
+            else None
+        ),
         xs=evaluated.xs,
         ys=evaluated.ys,
         class_names=(class_names[0], class_names[1]),

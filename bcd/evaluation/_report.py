@@ -83,6 +83,9 @@ class EvaluationResult:
         ys: (N,) patch y coordinates, when known.
         class_names: Names of class 0 and class 1.
         created: ISO timestamp of the evaluation.
+        slide_context: The slide context the scores were combined with
+            (``radius``, ``weights``, ``bias``, ``decision_threshold``,
+            ``source``), or ``None`` when every patch was scored alone.
     """
 
     model: dict[str, Any]
@@ -104,6 +107,7 @@ class EvaluationResult:
     created: str = ""
     plots: dict[str, str] = field(default_factory=dict)
     logit_bias: float = 0.0
+    slide_context: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``report.json`` (no patch-level arrays)."""
@@ -123,6 +127,7 @@ class EvaluationResult:
             "tta": self.tta,
             "temperature": self.temperature,
             "logit_bias": self.logit_bias,
+            "slide_context": self.slide_context,
             "threshold": {"value": self.threshold, "source": self.threshold_source},
             "validation": self.validation,
             "bootstrap": self.bootstrap,
@@ -157,6 +162,23 @@ def _throughput(model: dict[str, Any]) -> str:
     return f"; scored {rate:,.0f} patches/s through ONNX Runtime on this machine"
 
 
+def _context_lines(context: dict[str, Any] | None) -> list[str]:
+    if context is None:
+        return [
+            "- **Scoring**: every patch alone, as the single-patch API scores it (no slide context)"
+        ]
+    radius = context["radius"]
+    side = 2 * radius + 1
+    weights = ", ".join(f"{weight:.3f}" for weight in context["weights"])
+    return [
+        f"- **Scoring**: with slide context, as whole-slide analysis scores tiles: each "
+        f"patch's logit combined with the mean logits of its patient's patches in windows "
+        f"up to {side} × {side} patches (radius {radius}; weights {weights}, bias "
+        f"{context['bias']:.3f}; {context['source']}). These numbers describe slide "
+        "heatmaps and reports, not the single-patch API"
+    ]
+
+
 def render_markdown(result: EvaluationResult) -> str:
     """The Markdown report.
 
@@ -178,6 +200,7 @@ def render_markdown(result: EvaluationResult) -> str:
         f"temperature {result.temperature:g}, logit bias {result.logit_bias:g}, "
         "test-time augmentation "
         f"{'on (8 dihedral views averaged)' if result.tta else 'off'}" + _throughput(model),
+        *_context_lines(result.slide_context),
         f"- **Threshold**: a patch is called IDC when P(IDC) ≥ {result.threshold:.4f} "
         f"({result.threshold_source})",
         f"- **Intervals**: {boot['confidence']:.0%} percentile bootstrap over patients "
@@ -234,6 +257,15 @@ def render_markdown(result: EvaluationResult) -> str:
             f"{validation['bac_optimal_threshold']:.4f}, validation BAC "
             f"{validation['bac_at_optimum']:.4f}."
         )
+        fitted_context = validation.get("slide_context")
+        if fitted_context:
+            lines.append(
+                f"- Slide context fitted on the validation patches (logistic regression, "
+                f"minimum NLL): validation NLL {fitted_context['nll_patch']:.4f} patch alone, "
+                f"{fitted_context['nll_context']:.4f} with context; BAC-optimal threshold on "
+                f"P_context {fitted_context['decision_threshold']:.4f}, validation BAC "
+                f"{fitted_context['bac_at_optimum']:.4f}."
+            )
         if validation.get("fitted_temperature") is not None:
             lines.append(
                 f"- Calibration fitted on the validation margins (Platt scaling, minimum "

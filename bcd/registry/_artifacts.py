@@ -19,6 +19,7 @@ from typing import Any
 
 from bcd.config import Settings
 from bcd.errors import ConflictError, InvalidInputError, NotFoundError
+from bcd.neighbourhood import parse_slide_context
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,10 @@ def validate_model_json(document: Any, source: str) -> dict[str, Any]:
         raise fail(f"decision_threshold must be a number in (0, 1), not {threshold!r}")
     if not 0.0 < threshold < 1.0:
         raise fail(f"decision_threshold must be a number in (0, 1), not {threshold!r}")
+    try:
+        parse_slide_context(document.get("slide_context"))
+    except InvalidInputError as error:
+        raise fail(str(error).removeprefix("model.json ")) from None
     onnx = document.get("onnx")
     if not isinstance(onnx, dict):
         raise fail("'onnx' must be an object with file, input_name and output_name")

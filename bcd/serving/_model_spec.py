@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bcd.errors import InvalidInputError, NotFoundError
+from bcd.neighbourhood import SlideContext, parse_slide_context
 
 MODEL_JSON = "model.json"
 
@@ -40,6 +41,8 @@ class ModelSpec:
         decision_threshold: Cancer is detected when ``P(IDC) >= this``.
         tta: Whether test-time augmentation is on by default.
         algorithm: The algorithm that trained the model.
+        slide_context: How whole-slide analysis combines a tile's score with
+            its neighbours' (:mod:`bcd.neighbourhood`); ``None`` when not fitted.
     """
 
     directory: Path
@@ -59,6 +62,7 @@ class ModelSpec:
     algorithm: str
     logit_bias: float = 0.0
     decision_threshold: float = 0.5
+    slide_context: SlideContext | None = None
 
 
 def _field(document: dict[str, Any], path: str, expected: type | tuple[type, ...]) -> Any:
@@ -155,4 +159,5 @@ def load_model_spec(directory: Path | str) -> ModelSpec:
         algorithm=str(document.get("algorithm", "unknown")),
         logit_bias=float(logit_bias),
         decision_threshold=float(threshold),
+        slide_context=parse_slide_context(document.get("slide_context")),
     )

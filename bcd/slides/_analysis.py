@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bcd.errors import InvalidInputError
+from bcd.neighbourhood import SlideContext, context_map
 from bcd.slides._early import early_scoring_applies, score_early
 from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, band_tiles, plan_grid, read_band
 from bcd.slides._tissue import saturation, tissue_threshold
@@ -64,6 +65,11 @@ class AnalysisOptions:
         top_k: How many of the most suspicious tiles to report.
         thumbnail_size: Longest side of the thumbnail kept for the heatmap (at
             most; small slides get 16 pixels per tile, and no less than 1024).
+        context: Combine each tile's score with its neighbours' when the model
+            has a fitted slide context (``slide_context`` in ``model.json``,
+            see :mod:`bcd.neighbourhood`); ``False`` scores every tile alone.
+            The context is fitted for adjacent tiles, so it applies at the
+            default stride only.
     """
 
     stride: int = TILE_SIZE
@@ -76,6 +82,7 @@ class AnalysisOptions:
     batch_size: int = 256
     top_k: int = 12
     thumbnail_size: int = 2048
+    context: bool = True
 
     def validate(self) -> AnalysisOptions:
         """Check ranges.
@@ -152,6 +159,8 @@ class SlideAnalysis:
         slide: Facts about the slide (size, levels, mpp and where it came from).
         options: The options used.
         notes: What was assumed or adjusted, for the report.
+        context: The slide context ``probabilities`` were combined with, or
+            ``None`` when every tile was scored alone.
     """
 
     grid: TileGrid
@@ -164,6 +173,7 @@ class SlideAnalysis:
     slide: dict[str, Any]
     options: AnalysisOptions
     notes: list[str] = field(default_factory=list)
+    context: SlideContext | None = None
 
     @property
     def threshold(self) -> float:
@@ -182,6 +192,7 @@ def analyze_slide(
     predict: Predict,
     options: AnalysisOptions | None = None,
     progress: Progress | None = None,
+    context: SlideContext | None = None,
 ) -> SlideAnalysis:
     """Score every tissue tile of a slide with ``predict``.
 
@@ -192,6 +203,9 @@ def analyze_slide(
         options: Tiling and tissue options (defaults if ``None``).
         progress: Called after every batch with ``(done, total)`` tissue tiles;
             an exception raised in it stops the analysis and propagates.
+        context: The model's slide context: when given (and ``options.context``
+            is on), the map holds each tile's score combined with its
+            neighbours' (:func:`bcd.neighbourhood.context_map`).
 
     Returns:
         The probability map and everything needed to summarise and render it.
@@ -243,6 +257,17 @@ def analyze_slide(
         done += len(tiles)
         if progress is not None:
             progress(done, total)
+    notes = list(grid.notes)
+    applied = None
+    if context is not None and options.context:
+        if options.stride == TILE_SIZE:
+            probabilities = context_map(probabilities, context)
+            applied = context
+        else:
+            notes.append(
+                f"the model's slide context is fitted for adjacent tiles (stride {TILE_SIZE}); "
+                f"at stride {options.stride} every tile was scored alone"
+            )
     seconds = {
         "mask": mask_seconds,
         "tiles": time.perf_counter() - started - mask_seconds,
@@ -267,7 +292,8 @@ def analyze_slide(
         seconds=seconds,
         slide=slide,
         options=options,
-        notes=list(grid.notes),
+        notes=notes,
+        context=applied,
     )
 
 

@@ -49,8 +49,16 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
             "Tiling",
             f"{grid['tile_size']} px tiles, stride {grid['stride']}, threshold {grid['threshold']}",
         ),
+        ("Slide context", _context_text(grid.get("context_radius") or 0)),
         ("Analysed", report["created"].replace("T", " ")),
     ]
+
+
+def _context_text(radius: int) -> str:
+    if not radius:
+        return "off: every tile scored alone"
+    side = 2 * radius + 1
+    return f"on: each tile combined with its neighbours (windows up to {side} x {side} tiles)"
 
 
 def _results(report: dict[str, Any]) -> list[tuple[str, str]]:

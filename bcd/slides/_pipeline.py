@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from bcd.errors import NotFoundError
+from bcd.neighbourhood import parse_slide_context
 from bcd.slides._analysis import AnalysisOptions, Predict, Progress, analyze_slide
+from bcd.slides._grid import TILE_SIZE
 from bcd.slides._outputs import write_outputs
 from bcd.slides._summary import build_report
 from bcd.slides.readers import open_slide
@@ -49,7 +51,9 @@ def analyze_file(
         options: Analysis options.
         truth: Optional ground-truth tile map (-1/0/1) for per-slide metrics.
         truth_cell: Edge of a truth cell in level-0 pixels.
-        model: Facts about the classifier for the report.
+        model: Facts about the classifier for the report: its
+            ``decision_threshold`` and ``slide_context`` (``model.json``'s
+            object) are used when the options do not override them.
         progress: ``(done, total)`` callback; raising in it cancels.
         filename: Name to show in the report instead of the file's own (uploads).
 
@@ -62,9 +66,15 @@ def analyze_file(
     if not Path(path).is_file():
         raise NotFoundError(f"slide file {str(path)!r} does not exist")
     source = file_facts(path, filename)
-    options = (options or AnalysisOptions()).with_threshold((model or {}).get("decision_threshold"))
+    options = options or AnalysisOptions()
+    facts = model or {}
+    context = parse_slide_context(facts.get("slide_context")) if options.context else None
+    applies = context is not None and options.stride == TILE_SIZE
+    options = options.with_threshold(
+        context.decision_threshold if context and applies else facts.get("decision_threshold")
+    )
     with open_slide(path) as reader:
-        analysis = analyze_slide(reader, predict, options, progress)
+        analysis = analyze_slide(reader, predict, options, progress, context)
         report = build_report(
             analysis, truth=truth, truth_cell=truth_cell, source=source, model=model
         )

@@ -69,6 +69,7 @@ def build_report(
             "detect_tissue": analysis.options.detect_tissue,
             "tissue_threshold": round(analysis.tissue_threshold, 2),
             "min_tissue_fraction": analysis.options.min_tissue_fraction,
+            "context_radius": analysis.context.radius if analysis.context else 0,
         },
         "tiles": {
             "grid": grid.tile_count,

@@ -41,7 +41,7 @@ from torch import nn
 from bcd.algorithms.augment import color_jitter, hed_jitter, random_crop
 from bcd.algorithms.models import DeepCNN
 from bcd.config import get_settings
-from bcd.evaluation import dataset_patches, point_metrics
+from bcd.evaluation import bac_optimal_threshold, dataset_patches, point_metrics
 
 GRID = 50  # the dataset's patch size and step, in pixels
 WHITE = 255
@@ -144,17 +144,6 @@ def scores(
             logits = network(batch.contiguous(memory_format=torch.channels_last))
             out.append(torch.softmax(logits, dim=1)[:, 1])
     return torch.cat(out).numpy()
-
-
-def best_threshold(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
-    """The threshold with the highest balanced accuracy, and that accuracy."""
-    order = np.argsort(-probabilities)
-    positive = labels[order] == 1
-    true_pos = np.cumsum(positive)
-    false_pos = np.cumsum(~positive)
-    bac = (true_pos / positive.sum() + 1 - false_pos / (~positive).sum()) / 2
-    best = int(np.argmax(bac))
-    return float(probabilities[order][best]), float(bac[best])
 
 
 def patches_per_second(network: nn.Module, channels: int, seconds: float = 3.0) -> float:
@@ -272,7 +261,7 @@ def main() -> None:
     network.load_state_dict(best["state"])  # type: ignore[arg-type]
     val_inputs, val_labels = splits["validation"]
     val_prob = scores(network, val_inputs, mean, std)
-    threshold, val_bac = best_threshold(val_labels, val_prob)
+    threshold, val_bac = bac_optimal_threshold(val_labels, val_prob)
     test_inputs, test_labels = splits["test"]
     test_prob = scores(network, test_inputs, mean, std)
     test = point_metrics(test_labels, test_prob, threshold)

@@ -7,9 +7,11 @@ prints, per model and for the average of their margins:
 - the best balanced accuracy over *all* thresholds on this same split — an
   upper bound no threshold chosen elsewhere can beat, not a result;
 - how many of one model's errors the other model makes too;
-- the same AUC and upper-bound BAC after averaging each patch's margin with
-  its neighbours on the patient's slide grid (``--context`` patches each way),
-  i.e. what slide context alone could add to a patch classifier.
+- the same AUC and upper-bound BAC after averaging each patch's calibrated
+  logit with its neighbours on the patient's slide grid (``--context`` patches
+  each way), i.e. what a plain average of slide context adds to a patch
+  classifier (``bcd evaluate --context-radius`` fits the weighted combination
+  that whole-slide analysis uses).
 
 Nothing is written; nothing here chooses a model. Run it on the validation
 split to decide, and read the test split only to describe::
@@ -27,48 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from bcd.config import get_settings
-from bcd.evaluation import dataset_patches, point_metrics, probabilities_from_margins
+from bcd.evaluation import (
+    bac_optimal_threshold,
+    dataset_patches,
+    point_metrics,
+    probabilities_from_margins,
+)
 from bcd.evaluation._inference import RuntimeScorer
-
-#: Side of one patch on the slide grid, in slide pixels.
-GRID = 50
+from bcd.neighbourhood import patch_features
 
 
 def best_bac(labels: np.ndarray, scores: np.ndarray) -> float:
     """The highest balanced accuracy over every threshold on these scores."""
-    order = np.argsort(-scores, kind="stable")
-    positive = labels[order] == 1
-    true_pos = np.cumsum(positive)
-    false_pos = np.cumsum(~positive)
-    bac = (true_pos / positive.sum() + 1 - false_pos / (~positive).sum()) / 2
-    return float(bac.max())
-
-
-def neighbourhood_mean(
-    margins: np.ndarray, patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int
-) -> np.ndarray:
-    """Each patch's margin averaged with its patient's patches within ``radius`` grid steps."""
-    smoothed = np.empty_like(margins)
-    for patient in np.unique(patients):
-        members = np.flatnonzero(patients == patient)
-        cols = xs[members] // GRID
-        rows = ys[members] // GRID
-        width = int(cols.max()) + 1 + 2 * radius
-        height = int(rows.max()) + 1 + 2 * radius
-        total = np.zeros((height, width))
-        count = np.zeros((height, width))
-        total[rows + radius, cols + radius] = margins[members]
-        count[rows + radius, cols + radius] = 1
-        window_total = np.zeros_like(total)
-        window_count = np.zeros_like(count)
-        for dy in range(-radius, radius + 1):
-            for dx in range(-radius, radius + 1):
-                window_total += np.roll(total, (dy, dx), axis=(0, 1))
-                window_count += np.roll(count, (dy, dx), axis=(0, 1))
-        smoothed[members] = (
-            window_total[rows + radius, cols + radius] / window_count[rows + radius, cols + radius]
-        )
-    return smoothed
+    return bac_optimal_threshold(labels, scores)[1]
 
 
 def main() -> None:
@@ -84,6 +57,7 @@ def main() -> None:
     print(f"{args.split}: {labels.size} patches, {len(np.unique(patches.patient_ids))} patients")
 
     margins: dict[str, np.ndarray] = {}
+    probabilities: dict[str, np.ndarray] = {}
     wrong: dict[str, np.ndarray] = {}
     for folder in args.models:
         scorer = RuntimeScorer(folder)
@@ -94,6 +68,7 @@ def main() -> None:
         found = point_metrics(labels, probability, scorer.decision_threshold)
         name = str(folder)
         margins[name] = margin
+        probabilities[name] = probability
         wrong[name] = (probability >= scorer.decision_threshold) != (labels == 1)
         print(
             f"{name}: AUC {found['roc_auc']:.4f}  BAC {found['balanced_accuracy']:.4f} "
@@ -115,10 +90,12 @@ def main() -> None:
         print(f"mean of margins: AUC {auc:.4f}  best BAC {best_bac(labels, mean):.4f}")
 
     for name in names:
+        # Column r: the mean calibrated logit over the (2r + 1)² window, r = 1…context.
+        features = patch_features(
+            probabilities[name], patches.patient_ids, patches.xs, patches.ys, args.context
+        )
         for radius in range(1, args.context + 1):
-            smoothed = neighbourhood_mean(
-                margins[name], patches.patient_ids, patches.xs, patches.ys, radius
-            )
+            smoothed = features[:, radius]
             auc = point_metrics(labels, 1 / (1 + np.exp(-smoothed)), 0.5)["roc_auc"]
             print(
                 f"{name} + slide context r={radius}: AUC {auc:.4f}  "

@@ -10,6 +10,7 @@ from bcd.errors import InvalidInputError
 from bcd.evaluation import (
     bac_optimal_threshold,
     calibration_curve,
+    fit_logistic,
     fit_platt,
     fit_temperature,
     platt_nll,
@@ -166,3 +167,36 @@ def test_platt_nll_matches_sklearn_and_averages_views() -> None:
 def test_bad_platt_inputs_are_rejected(margins, labels, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         fit_platt(margins, labels)
+
+
+def test_logistic_fit_recovers_the_generating_weights_and_is_the_nll_minimum() -> None:
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(20_000, 3))
+    truth, bias = np.array([1.5, -0.7, 0.0]), -0.4
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-(features @ truth + bias)))).astype(int)
+    weights, fitted_bias = fit_logistic(features, labels)
+    np.testing.assert_allclose(weights, truth, atol=0.06)
+    assert fitted_bias == pytest.approx(bias, abs=0.05)
+
+    def nll(w: np.ndarray, b: float) -> float:
+        z = features @ w + b
+        return float(np.mean(np.logaddexp(0, z) - labels * z))
+
+    best = nll(weights, fitted_bias)
+    for step in ([0.01, 0, 0], [0, -0.01, 0], [0, 0, 0.01]):
+        assert nll(weights + np.array(step), fitted_bias) > best
+    assert nll(weights, fitted_bias + 0.01) > best
+
+
+@pytest.mark.parametrize(
+    ("features", "labels", "message"),
+    [
+        (np.zeros((4, 2)), np.array([0, 1, 0]), "do not match"),
+        (np.array([[np.nan], [1.0]]), np.array([0, 1]), "NaN"),
+        (np.zeros((3, 1)), np.array([1, 1, 1]), "both classes"),
+        (np.array([[-2.0], [-1.0], [1.0], [2.0]]), np.array([0, 0, 1, 1]), "separated perfectly"),
+    ],
+)
+def test_bad_logistic_inputs_are_rejected(features, labels, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        fit_logistic(features, labels)

@@ -164,3 +164,23 @@ def test_unknown_model_exits_not_found(
     exit_code = _run(["evaluate", "ghost", "--dataset", "syn", "--out", str(tmp_path)])
     assert exit_code == 4
     assert "bcd models list" in capsys.readouterr().err
+
+
+def test_evaluate_with_slide_context_says_what_it_measures(
+    tiny_model: Path, real_folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    evaluated, validation = real_folders
+    out = tmp_path / "report"
+    argv = ["evaluate", str(tiny_model), "--data", str(evaluated), "--out", str(out)]
+    code = _run([*argv, "--validation-data", str(validation), "--context-radius", "2",
+                 "--bootstrap", "20", "--no-plots"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "slide context: radius 2" in " ".join(printed.split())
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["slide_context"]["radius"] == 2
+    assert "with slide context" in (out / "report.md").read_text()
+    # Without validation data the model must already hold a context of that radius.
+    assert _run([*argv, "--context-radius", "2", "--no-plots"]) != 0
+    assert "no slide context of radius 2" in " ".join(capsys.readouterr().err.split())
+    assert _run([*argv, "--context-radius", "9"]) != 0

@@ -15,10 +15,14 @@ from bcd.evaluation import (
     bac_optimal_threshold,
     dataset_patches,
     evaluate,
+    fit_logistic,
     fit_platt,
     folder_patches,
     point_metrics,
+    render_markdown,
 )
+from bcd.neighbourhood import patch_features, sigmoid
+from bcd.registry._artifacts import validate_model_json
 from bcd.serving import ModelRuntime
 
 
@@ -131,6 +135,90 @@ def test_calibrate_fits_on_validation_and_writes_model_json(
     assert result.metrics["ece"].value < before.metrics["ece"].value
     assert result.metrics["log_loss"].value < before.metrics["log_loss"].value
     assert result.metrics["roc_auc"].value == pytest.approx(before.metrics["roc_auc"].value)
+
+
+def test_slide_context_is_fitted_on_validation_and_scores_with_the_neighbours(
+    tiny_model: Path, real_folders: tuple[Path, Path]
+) -> None:
+    evaluated, validation = real_folders
+    alone = evaluate(str(tiny_model), data_folder=evaluated, validation_folder=validation)
+    result = evaluate(
+        str(tiny_model),
+        data_folder=evaluated,
+        validation_folder=validation,
+        context_radius=2,
+        bootstrap=0,
+    )
+    # The same fit by hand: logistic regression on the validation patches' features.
+    fit = folder_patches(validation)
+    fit_features = patch_features(
+        _runtime_probabilities(tiny_model, fit.images), fit.patient_ids, fit.xs, fit.ys, 2
+    )
+    weights, bias = fit_logistic(fit_features, fit.labels)
+    threshold, _ = bac_optimal_threshold(fit.labels, sigmoid(fit_features @ weights + bias))
+    patches = folder_patches(evaluated)
+    features = patch_features(
+        _runtime_probabilities(tiny_model, patches.images),
+        patches.patient_ids,
+        patches.xs,
+        patches.ys,
+        2,
+    )
+    np.testing.assert_allclose(result.scores, sigmoid(features @ weights + bias), atol=1e-9)
+    assert result.threshold == pytest.approx(threshold)
+    assert result.slide_context is not None
+    assert result.slide_context["radius"] == 2
+    np.testing.assert_allclose(result.slide_context["weights"], weights)
+    assert result.validation is not None
+    fitted = result.validation["slide_context"]
+    assert fitted["nll_context"] <= fitted["nll_patch"]
+    assert "with slide context" in render_markdown(result)
+    assert "every patch alone" in render_markdown(alone)
+    assert alone.slide_context is None
+    assert result.summary()["slide_context"]["source"] == "fitted on the validation data"
+
+
+def test_calibrate_with_context_stores_it_for_slides_and_later_evaluations(
+    tiny_model: Path, real_folders: tuple[Path, Path]
+) -> None:
+    evaluated, validation = real_folders
+    with pytest.raises(InvalidInputError, match="no slide context of radius 1"):
+        evaluate(str(tiny_model), data_folder=evaluated, context_radius=1)
+    fitted = evaluate(
+        str(tiny_model),
+        data_folder=evaluated,
+        validation_folder=validation,
+        calibrate=True,
+        context_radius=1,
+        bootstrap=0,
+    )
+    document = json.loads((tiny_model / "model.json").read_text())
+    stored = document["slide_context"]
+    assert stored["radius"] == 1 and len(stored["weights"]) == 2
+    assert stored["decision_threshold"] == pytest.approx(fitted.threshold)
+    assert stored["fitted"]["validation"]["source"] == "folder"
+    validate_model_json(document, "model.json")  # registration accepts it
+    runtime = ModelRuntime(tiny_model, threads=1)
+    try:
+        assert runtime.spec.slide_context is not None
+        assert runtime.spec.slide_context.radius == 1
+    finally:
+        runtime.close()
+    later = evaluate(str(tiny_model), data_folder=evaluated, context_radius=1, bootstrap=0)
+    np.testing.assert_allclose(later.scores, fitted.scores, atol=1e-6)
+    assert later.threshold == pytest.approx(stored["decision_threshold"])
+    assert "slide_context" in later.threshold_source
+    with pytest.raises(InvalidInputError, match=r"model.json has radius 1"):
+        evaluate(str(tiny_model), data_folder=evaluated, context_radius=2)
+    # Calibrating again without a context drops the old one: it no longer fits.
+    evaluate(
+        str(tiny_model),
+        data_folder=evaluated,
+        validation_folder=validation,
+        calibrate=True,
+        bootstrap=0,
+    )
+    assert "slide_context" not in json.loads((tiny_model / "model.json").read_text())
 
 
 def test_calibrate_refuses_registered_models(

@@ -46,12 +46,22 @@ def test_runtime_applies_temperature_then_logit_bias(tmp_path: Path) -> None:
         ({"decision_threshold": True}, "decision_threshold"),
         ({"logit_bias": "high"}, "logit_bias"),
         ({"logit_bias": 1e9}, "logit_bias"),
+        ({"slide_context": {"radius": 2, "weights": [1.0], "bias": 0.0}}, "slide_context"),
+        ({"slide_context": "on"}, "slide_context"),
     ],
 )
 def test_bad_calibration_fields_fail_at_load(tmp_path: Path, extra: dict, message: str) -> None:
+    import json
+
+    from bcd.registry._artifacts import validate_model_json
+
     model = write_tiny_model(tmp_path / "m", extra=extra)
     with pytest.raises(InvalidInputError, match=message):
         load_model_spec(model)
+    # Registration refuses the same folder, naming the same field.
+    document = json.loads((model / "model.json").read_text())
+    with pytest.raises(InvalidInputError, match=message):
+        validate_model_json(document, "model.json")
 
 
 def test_the_decision_follows_the_models_threshold(

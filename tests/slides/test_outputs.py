@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bcd.neighbourhood import SlideContext, context_map
 from bcd.slides import (
     AnalysisOptions,
     ArraySlideReader,
@@ -64,6 +65,50 @@ def test_analyze_file_writes_every_output(
     assert red > blue
     page = Image.open(out / "report.png")
     assert page.size == (1240, 1754)
+
+
+def test_the_models_slide_context_combines_neighbouring_tiles(
+    tmp_path: Path, slide_file: Path, truth_map: np.ndarray
+) -> None:
+    context = SlideContext(radius=1, weights=(0.4, 0.8), bias=-0.2, decision_threshold=0.35)
+    model = {"model": "m", "decision_threshold": 0.6, "slide_context": context.to_json()}
+    alone = analyze_file(
+        slide_file, darkness_predict, tmp_path / "alone", options=AnalysisOptions(context=False),
+        model=model,
+    )  # fmt: skip
+    combined = analyze_file(
+        slide_file, darkness_predict, tmp_path / "with", truth=truth_map, model=model
+    )
+    raw = np.load(tmp_path / "alone" / "probabilities.npy", allow_pickle=False)
+    written = np.load(tmp_path / "with" / "probabilities.npy", allow_pickle=False)
+    np.testing.assert_allclose(written, context_map(raw, context), rtol=1e-6)
+    assert not np.allclose(np.nan_to_num(written), np.nan_to_num(raw), atol=1e-3)
+    # The context's own threshold applies to its scores; alone, the model's.
+    assert combined["analysis"]["threshold"] == 0.35
+    assert combined["analysis"]["context_radius"] == 1
+    assert alone["analysis"]["threshold"] == 0.6
+    assert alone["analysis"]["context_radius"] == 0
+    assert combined["ground_truth"]["auc"] > 0.9
+    # A threshold the user chose wins over both.
+    chosen = analyze_file(
+        slide_file, darkness_predict, tmp_path / "chosen",
+        options=AnalysisOptions(threshold=0.5), model=model,
+    )  # fmt: skip
+    assert chosen["analysis"]["threshold"] == 0.5 and chosen["analysis"]["context_radius"] == 1
+
+
+def test_slide_context_is_skipped_with_a_note_when_tiles_overlap(
+    tmp_path: Path, slide_file: Path
+) -> None:
+    context = SlideContext(radius=1, weights=(0.4, 0.8), bias=-0.2, decision_threshold=0.35)
+    model = {"decision_threshold": 0.6, "slide_context": context.to_json()}
+    report = analyze_file(
+        slide_file, darkness_predict, tmp_path / "out", options=AnalysisOptions(stride=25),
+        model=model,
+    )  # fmt: skip
+    assert report["analysis"]["context_radius"] == 0
+    assert report["analysis"]["threshold"] == 0.6
+    assert any("stride 25" in note for note in report["notes"])
 
 
 def test_heatmap_has_a_legend_beside_the_slide(slide_image: np.ndarray) -> None:

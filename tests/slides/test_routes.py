@@ -87,6 +87,7 @@ def test_multipart_upload_with_truth_end_to_end(
         "variant": "main",
         "model": "tiny",
         "decision_threshold": 0.5,
+        "slide_context": None,
     }
     assert report["analysis"]["threshold"] == 0.4  # the upload's choice beats the model's
     assert len(report["top_tiles"]) == 5
@@ -133,11 +134,12 @@ SMALL = ("x.png", b"123")
         ({"files": {"other": SMALL}}, 400, "invalid_input"),
         ({"files": {"slide": SMALL}, "data": {"threshold": "high"}}, 400, "invalid_input"),
         ({"files": {"slide": SMALL}, "data": {"stride": "0"}}, 400, "invalid_input"),
+        ({"files": {"slide": SMALL}, "data": {"context": "maybe"}}, 400, "invalid_input"),
         ({"files": {"slide": SMALL}, "data": {"endpoint": "no spaces"}}, 400, "invalid_input"),
         ({"files": {"slide": SMALL, "truth": ("t.npy", b"junk")}}, 400, "invalid_input"),
     ],
     ids=["too-big-multipart", "too-big-raw", "no-slide-part", "bad-threshold", "bad-stride",
-         "bad-endpoint", "bad-truth"],
+         "bad-context", "bad-endpoint", "bad-truth"],
 )  # fmt: skip
 def test_bad_uploads_get_clear_errors(
     client: TestClient, kwargs: dict[str, Any], status: int, code: str

@@ -50,6 +50,7 @@ def _predictor_factory(app: Any) -> Any:
             variant = endpoints.choose(loaded, None)
             variant_name, model_name = variant.name, variant.model_name
             decision_threshold = variant.runtime.spec.decision_threshold
+            context = variant.runtime.spec.slide_context
 
         def predict(tiles: Any) -> Any:
             with endpoints.use(endpoint) as loaded:
@@ -61,6 +62,7 @@ def _predictor_factory(app: Any) -> Any:
             "variant": variant_name,
             "model": model_name,
             "decision_threshold": decision_threshold,
+            "slide_context": context.to_json() if context else None,
         }
 
     return predictor_for
@@ -238,11 +240,12 @@ def _options(values: dict[str, str]) -> AnalysisOptions:
                 chosen[name] = kind(raw)
             except ValueError as error:
                 raise InvalidInputError(f"{name}={raw!r} is not a number") from error
-    detect = (values.get("detect_tissue") or "").strip().lower()
-    if detect:
-        if detect not in ("true", "false", "1", "0"):
-            raise InvalidInputError(f"detect_tissue={detect!r} must be true or false")
-        chosen["detect_tissue"] = detect in ("true", "1")
+    for name in ("detect_tissue", "context"):
+        flag = (values.get(name) or "").strip().lower()
+        if flag:
+            if flag not in ("true", "false", "1", "0"):
+                raise InvalidInputError(f"{name}={flag!r} must be true or false")
+            chosen[name] = flag in ("true", "1")
     from bcd.slides import AnalysisOptions
 
     return AnalysisOptions(**chosen).validate()

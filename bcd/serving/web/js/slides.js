@@ -68,6 +68,13 @@ function fillFacts(list, facts) {
   }
 }
 
+// Whether tile scores were combined with their neighbours' (the model's fitted slide context).
+function contextText(radius) {
+  if (!radius) return "off: every tile scored alone";
+  const side = 2 * radius + 1;
+  return `on: each tile combined with its neighbours (windows up to ${side} × ${side} tiles)`;
+}
+
 export function summaryFacts(report) {
   const region = report.largest_region;
   const facts = [
@@ -80,6 +87,7 @@ export function summaryFacts(report) {
     ],
     ["Mean IDC probability", number(report.mean_probability)],
     ["Threshold", number(report.analysis.threshold, 2)],
+    ["Slide context", contextText(report.analysis.context_radius)],
     ["Slide", `${report.slide.width} × ${report.slide.height} px, ${number(report.slide.mpp, 2)} µm/px (${report.slide.mpp_source})`],
     ["Model", [report.model.endpoint, report.model.model].filter(Boolean).join(" / ") || "n/a"],
     ["Analysis time", `${number(report.timings.seconds, 1)} s`],
