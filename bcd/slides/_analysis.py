@@ -161,6 +161,9 @@ class SlideAnalysis:
         notes: What was assumed or adjusted, for the report.
         context: The slide context ``probabilities`` were combined with, or
             ``None`` when every tile was scored alone.
+        tile_probabilities: Each tile's own IDC probability, before the
+            context combined it with its neighbours' (``None`` without context:
+            ``probabilities`` are the tiles' own).
     """
 
     grid: TileGrid
@@ -174,6 +177,7 @@ class SlideAnalysis:
     options: AnalysisOptions
     notes: list[str] = field(default_factory=list)
     context: SlideContext | None = None
+    tile_probabilities: np.ndarray | None = None
 
     @property
     def threshold(self) -> float:
@@ -258,10 +262,11 @@ def analyze_slide(
         if progress is not None:
             progress(done, total)
     notes = list(grid.notes)
-    applied = None
+    applied = own = None
     if context is not None and options.context:
         if options.stride == TILE_SIZE:
-            probabilities = context_map(probabilities, context)
+            own = probabilities
+            probabilities = context_map(own, context)
             applied = context
         else:
             notes.append(
@@ -294,6 +299,7 @@ def analyze_slide(
         options=options,
         notes=notes,
         context=applied,
+        tile_probabilities=own,
     )
 
 

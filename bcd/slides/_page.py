@@ -47,7 +47,8 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("Model", model_text or "-"),
         (
             "Tiling",
-            f"{grid['tile_size']} px tiles, stride {grid['stride']}, threshold {grid['threshold']}",
+            f"{grid['tile_size']} px tiles, stride {grid['stride']}, "
+            f"threshold {grid['threshold']:.3f}",
         ),
         ("Slide context", _context_text(grid.get("context_radius") or 0)),
         ("Analysed", report["created"].replace("T", " ")),
@@ -149,7 +150,10 @@ def render_page(
         page.paste(picture, (_MARGIN, y))
         y += picture.height + 14
     draw.text(
-        (_MARGIN, y), "Most suspicious tiles (x, y in slide pixels)", fill=_INK, font=font(17)
+        (_MARGIN, y),
+        "Most suspicious tiles, by each tile's own score (x, y in slide pixels)",
+        fill=_INK,
+        font=font(17),
     )
     y += 28
     for index, (tile, entry) in enumerate(zip(tiles[:8], report["top_tiles"][:8], strict=False)):
@@ -157,7 +161,7 @@ def render_page(
         page.paste(Image.fromarray(tile).resize((100, 100), Image.Resampling.NEAREST), (x, y))
         draw.text(
             (x, y + 104),
-            f"#{entry['rank']}  p={entry['probability']:.2f}",
+            f"#{entry['rank']}  p={entry.get('tile_probability', entry['probability']):.2f}",
             fill=_INK,
             font=font(13),
         )

@@ -81,10 +81,12 @@ def build_report(
         "idc_positive_fraction": round(positive_tiles / tissue_tiles, 4) if tissue_tiles else 0.0,
         "mean_probability": (round(float(np.nanmean(probabilities)), 4) if tissue_tiles else None),
         "largest_region": _region_summary(analysis, positive),
+        # Ranked by each tile's own score: with slide context, a tile of fat
+        # inside a tumour scores high on the map but shows nothing to look at.
         "top_tiles": [
-            _tile_summary(analysis, rank, row, col, probability)
-            for rank, (row, col, probability) in enumerate(
-                top_tiles(probabilities, analysis.options.top_k), start=1
+            _tile_summary(analysis, rank, row, col, own)
+            for rank, (row, col, own) in enumerate(
+                top_tiles(_own_probabilities(analysis), analysis.options.top_k), start=1
             )
         ],
         "timings": {
@@ -131,8 +133,15 @@ def _region_summary(analysis: SlideAnalysis, positive: np.ndarray) -> dict[str, 
     }
 
 
+def _own_probabilities(analysis: SlideAnalysis) -> np.ndarray:
+    """Each tile's own IDC probability (before any slide context)."""
+    if analysis.tile_probabilities is not None:
+        return analysis.tile_probabilities
+    return analysis.probabilities
+
+
 def _tile_summary(
-    analysis: SlideAnalysis, rank: int, row: int, col: int, probability: float
+    analysis: SlideAnalysis, rank: int, row: int, col: int, own: float
 ) -> dict[str, Any]:
     x, y = analysis.grid.tile_origin(row, col)
     size = analysis.grid.footprint
@@ -144,7 +153,9 @@ def _tile_summary(
         "y": y,
         "width": size,
         "height": size,
-        "probability": round(probability, 4),
+        # The map's value (with slide context when applied), and the tile's own.
+        "probability": round(float(analysis.probabilities[row, col]), 4),
+        "tile_probability": round(own, 4),
     }
 
 

@@ -89,6 +89,14 @@ def test_the_models_slide_context_combines_neighbouring_tiles(
     assert alone["analysis"]["threshold"] == 0.6
     assert alone["analysis"]["context_radius"] == 0
     assert combined["ground_truth"]["auc"] > 0.9
+    # The gallery ranks tiles by their own score and shows both values.
+    own = [tile["tile_probability"] for tile in combined["top_tiles"]]
+    assert own == sorted(own, reverse=True)
+    assert [t["tile_probability"] for t in combined["top_tiles"]] == [
+        t["probability"] for t in alone["top_tiles"]
+    ]
+    for tile in combined["top_tiles"]:
+        assert tile["probability"] == pytest.approx(written[tile["row"], tile["col"]], abs=1e-4)
     # A threshold the user chose wins over both.
     chosen = analyze_file(
         slide_file, darkness_predict, tmp_path / "chosen",

@@ -133,18 +133,20 @@ export async function renderGallery(list, described, viewer) {
   list.replaceChildren();
   const buttons = [];
   for (const tile of described.report.top_tiles) {
+    // The tile's own score: the gallery is ranked by it (the map may add slide context).
+    const own = tile.tile_probability ?? tile.probability;
     const item = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
     button.setAttribute("aria-pressed", "false");
     button.setAttribute(
       "aria-label",
-      `Tile ${tile.rank}: IDC probability ${tile.probability.toFixed(2)} at x ${tile.x}, y ${tile.y}. Show on slide.`,
+      `Tile ${tile.rank}: IDC probability of the tile alone ${own.toFixed(2)} at x ${tile.x}, y ${tile.y}. Show on slide.`,
     );
     const image = document.createElement("img");
     image.alt = "";
     const caption = document.createElement("span");
-    caption.textContent = `#${tile.rank} p=${tile.probability.toFixed(2)} (${tile.x}, ${tile.y})`;
+    caption.textContent = `#${tile.rank} p=${own.toFixed(2)} (${tile.x}, ${tile.y})`;
     button.append(image, caption);
     button.addEventListener("click", () => {
       buttons.forEach((other) => other.setAttribute("aria-pressed", "false"));
