@@ -35,6 +35,11 @@ def test_quickstart_imports_trains_and_deploys(tmp_path: Path, settings: Setting
     # Calibrated on the validation split before it was registered, or told why not.
     if "3/5 calibrated" in result.output:
         assert 0 < model_json["decision_threshold"] < 1 and "logit_bias" in model_json
+        # And the slide context for whole-slide analysis, or why not.
+        if "3/5 slide context (radius 3)" in result.output:
+            assert model_json["slide_context"]["radius"] == 3
+        else:
+            assert "3/5 slide context skipped" in result.output
     else:
         assert "3/5 calibration skipped" in result.output
     assert (export / "model.onnx").stat().st_size > 0
