@@ -32,6 +32,7 @@ from bcd.evaluation._calibration import (
     platt_nll,
 )
 from bcd.evaluation._inference import RuntimeScorer, probabilities_from_margins
+from bcd.evaluation._metrics import point_metrics
 from bcd.evaluation._patients import per_patient_results
 from bcd.evaluation._report import EvaluationResult
 from bcd.evaluation._resolve import MODEL_JSON, ModelTarget, resolve_model
@@ -246,8 +247,8 @@ def _context_findings(
     findings = {
         **context.to_json(),
         "bac_at_optimum": bac,
-        "nll_patch": _nll(validation.labels, scores),
-        "nll_context": _nll(validation.labels, combined),
+        "nll_patch": point_metrics(validation.labels, scores, threshold)["log_loss"],
+        "nll_context": point_metrics(validation.labels, combined, threshold)["log_loss"],
     }
     return findings, context
 
@@ -270,11 +271,6 @@ def _stored_context(
             "bac_at_optimum": fitted["bac_at_optimum"],
         },
     }
-
-
-def _nll(labels: np.ndarray, scores: np.ndarray) -> float:
-    p = np.clip(scores, 1e-12, 1 - 1e-12)
-    return float(-np.mean(np.where(labels == 1, np.log(p), np.log1p(-p))))
 
 
 def evaluate(
