@@ -87,9 +87,14 @@ def test_reassembled_slide_heatmap_report_and_truth(
     paths = write_reassembled(slide, tmp_path / "8863")
     renamed = tmp_path / "patient-8863.png"
     renamed.write_bytes(paths["slide.png"].read_bytes())
+    # Score every tile alone: the upload says so and the analysis records it.
+    page.get_by_label("Slide context: combine each tile with its neighbours").uncheck()
     page.set_input_files("#file-input", [str(renamed), str(paths["truth.npy"])])
     page.get_by_text("Analysis of patient-8863.png complete.").wait_for(timeout=120_000)
+    listed = page.evaluate("async () => (await (await fetch('/slides')).json()).slides")
+    assert [entry["options"]["context"] for entry in listed] == [False]
     summary = page.locator("#slide-summary").inner_text()
+    assert "off: every tile scored alone" in summary
     assert "IDC-positive tissue" in summary
     assert "Per-slide AUC" in summary
     metrics = page.locator("#truth-metrics").inner_text()

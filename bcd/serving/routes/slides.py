@@ -263,8 +263,8 @@ async def create_slide_analysis(
 
     Options come as form fields or query parameters: ``endpoint`` (default: the
     server's default endpoint), ``stride``, ``threshold``, ``mpp``, ``model_mpp``,
-    ``detect_tissue``, ``min_tissue_fraction``, ``tissue_threshold``, ``top_k``;
-    ``filename`` names a raw-body upload. Answers ``202`` with the analysis id;
+    ``detect_tissue``, ``context``, ``min_tissue_fraction``, ``tissue_threshold``,
+    ``top_k``; ``filename`` names a raw-body upload. Answers ``202`` with the analysis id;
     poll ``GET /slides/{id}``.
     """
     upload = await _receive(request, service, settings.max_slide_bytes)

@@ -134,7 +134,7 @@ async function runSlide(file, truth, show) {
   $("slide-progress-bar").value = 0;
   setStatus(`Uploading ${file.name}…`);
   try {
-    const created = await startAnalysis(file, truth, { threshold: state.thresholdTouched ? threshold() : null, endpoint: endpoint() }, (fraction) => {
+    const created = await startAnalysis(file, truth, { threshold: state.thresholdTouched ? threshold() : null, endpoint: endpoint(), context: $("slide-context").checked }, (fraction) => {
       $("slide-progress-bar").value = fraction;
       $("slide-stage").textContent = `Uploading ${file.name}… ${Math.round(fraction * 100)} %`;
     });

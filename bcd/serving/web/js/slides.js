@@ -26,13 +26,15 @@ export function forgetCase(id) {
   storeCases(storedCases().filter((known) => known !== id));
 }
 
-export async function startAnalysis(file, truth, { threshold, endpoint }, onUpload) {
+export async function startAnalysis(file, truth, { threshold, endpoint, context = true }, onUpload) {
   const form = new FormData();
   form.append("slide", file, file.name);
   if (truth) form.append("truth", truth, truth.name);
   // No threshold: the server uses the model's calibrated decision threshold.
   if (threshold !== null) form.append("threshold", String(threshold));
   if (endpoint) form.append("endpoint", endpoint);
+  // Without the field the server applies the model's slide context when it has one.
+  if (!context) form.append("context", "false");
   const created = await upload("/slides", form, onUpload);
   rememberCase(created.id);
   return created;
