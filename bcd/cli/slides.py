@@ -84,6 +84,13 @@ def _summary_table(report: dict[str, Any], out: Path) -> Table:
     table.add_row("tissue tiles", f"{tiles['tissue']} of {tiles['grid']}")
     table.add_row("IDC-positive tissue", f"{100 * report['idc_positive_fraction']:.1f} %")
     table.add_row("IDC area", f"{report['idc_area_mm2']:.2f} mm²")
+    analysis = report["analysis"]
+    radius = analysis.get("context_radius") or 0
+    table.add_row(
+        "threshold",
+        f"{analysis['threshold']:.3f} "
+        + (f"(slide context, radius {radius})" if radius else "(each tile alone)"),
+    )
     region = report.get("largest_region")
     if region:
         table.add_row(

@@ -34,9 +34,21 @@ def test_from_patches_then_analyze(shared_data: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, output
     assert "against ground truth" in output
+    assert "(each tile alone)" in output  # the tiny model has no slide context
     report = json.loads((out / "report.json").read_text())
     assert len(report["top_tiles"]) == 4 and report["ground_truth"]["auc"] is not None
     assert (out / "report.pdf").is_file() and (out / "heatmap.png").is_file()
+    # A model with a slide context uses it, unless told not to.
+    context = {"radius": 1, "weights": [0.5, 0.5], "bias": 0.0, "decision_threshold": 0.4}
+    with_context = write_tiny_model(tmp_path / "ctx", extra={"slide_context": context})
+    for flag, expected in (("--context", "0.400 (slide context, radius 1)"),
+                           ("--no-context", "0.500 (each tile alone)")):  # fmt: skip
+        code, output = _run(
+            "slide", "analyze", str(tmp_path / "s" / "slide.png"), "--model-dir",
+            str(with_context), "--out", str(tmp_path / flag), flag,
+        )  # fmt: skip
+        assert code == 0, output
+        assert expected in output
 
 
 @pytest.mark.parametrize(
