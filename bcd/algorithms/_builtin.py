@@ -170,6 +170,15 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         minimum=0.0,
         maximum=0.5,
     ),
+    Hyperparameter(
+        "mixup_alpha",
+        "float",
+        0.0,
+        "mixup: blend each training batch with a shuffled copy of itself, and the loss "
+        "with it, by a share drawn from Beta(alpha, alpha); 0 turns it off",
+        minimum=0.0,
+        maximum=1.0,
+    ),
     Hyperparameter("seed", "int", 0, "random seed", minimum=0, maximum=2**31 - 1),
 )
 

@@ -314,6 +314,7 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
             std=job.std,
             device=job.device,
             should_stop=stop.agreed,
+            mixup_alpha=float(hps.get("mixup_alpha", 0.0)),
         )
         if result.stopped:
             return True

@@ -204,6 +204,7 @@ def train_one_epoch(
     std: torch.Tensor,
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,
+    mixup_alpha: float = 0.0,
 ) -> EpochResult:
     """Run one pass over this process's share of the training data.
 
@@ -220,6 +221,12 @@ def train_one_epoch(
         should_stop: Polled after every batch; when it returns true the epoch
             ends early with ``stopped=True``. Under ``torch.distributed`` it must
             agree across ranks (see :func:`bcd.algorithms.train`).
+        mixup_alpha: When > 0, every batch is blended with a shuffled copy of
+            itself (mixup): ``λ · x + (1 − λ) · x[perm]`` with
+            ``λ ~ Beta(α, α)``, and the loss is blended the same way, so no
+            target is ever fully certain. Accuracy is counted against the
+            batch's own labels. Drawn from torch's global generator, which the
+            trainer seeds per epoch.
 
     Returns:
         Mean loss and accuracy over the images seen, their count and the time.
@@ -229,15 +236,25 @@ def train_one_epoch(
     weights = getattr(criterion, "weight", None)
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss·w, w, correct, n
     stopped = False
+    mixing = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
     started = time.perf_counter()
     for images, labels in loader.batches(epoch):
         with _data_threads(device):
             images = augmenter.geometric(images.to(device, non_blocking=True))  # (B,3,h,w) uint8
             labels = labels.to(device, non_blocking=True)
             inputs = normalize(augmenter.photometric(images.float()), mean, std)
+            if mixing is not None:
+                share = float(mixing.sample())
+                partners = torch.randperm(labels.numel(), device=device)
+                inputs = share * inputs + (1 - share) * inputs[partners]
             inputs = inputs.contiguous(memory_format=layout)  # (B, 3, h, w) float32
         logits = model(inputs)  # (B, C)
-        loss = criterion(logits, labels)
+        if mixing is not None:
+            loss = share * criterion(logits, labels) + (1 - share) * criterion(
+                logits, labels[partners]
+            )
+        else:
+            loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

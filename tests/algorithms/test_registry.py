@@ -109,6 +109,7 @@ BAD_HYPERPARAMETERS = [
     pytest.param("cnn", {"class_weights": "heavy"}, "balanced", id="weight-word"),
     pytest.param("cnn", {"model_selection_metric": "train:loss"}, "validation:bac", id="metric"),
     pytest.param("cnn", {"label_smoothing": "0.6"}, "float in [0, 0.5]", id="smoothing"),
+    pytest.param("cnn", {"mixup_alpha": "2"}, "float in [0, 1]", id="mixup"),
     pytest.param("image-classification", {"num_layers": "20"}, "18, 34, 50", id="depth"),
     pytest.param("image-classification", {"stem": "big"}, "compact, full", id="stem"),
 ]

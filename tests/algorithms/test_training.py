@@ -249,6 +249,56 @@ def test_training_stops_between_batches_when_asked() -> None:
     assert result.stopped and result.images == 32
 
 
+class _InputProbe(torch.nn.Module):
+    """Records the mean of every input image; logits from a linear map of the channel means."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.means: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.means.append(images.detach().mean(dim=(1, 2, 3)))
+        return self.linear(images.mean(dim=(2, 3)))  # (B, 2)
+
+
+def test_mixup_blends_images_and_their_losses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Black images are class 0 and white ones class 1, so each blend's mean pixel
+    # says which image and which partner it was made of.
+    images = np.zeros((32, 50, 50, 3), np.uint8)
+    images[16:] = 255
+    train = ChannelData.from_arrays(images, np.r_[np.zeros(16), np.ones(16)].astype(np.int64))
+    share = 0.3
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self: torch.tensor(share))
+    torch.manual_seed(3)
+    probe = _InputProbe()
+    result = train_one_epoch(
+        probe,
+        torch.optim.SGD(probe.parameters(), lr=0.0),  # the weights stay as they are
+        torch.nn.CrossEntropyLoss(),
+        BatchLoader(train, 32, shuffle=True),
+        0,
+        augmenter=BatchAugmenter("none", (50, 50)),
+        mean=torch.zeros(3),
+        std=torch.ones(3) / 255,  # inputs are the raw pixel values
+        device=torch.device("cpu"),
+        mixup_alpha=0.4,
+    )
+    means = torch.cat(probe.means)
+    # mean pixel → (own label, partner's label): λ·own + (1 − λ)·partner.
+    pairs = {0.0: (0, 0), 255.0: (1, 1), 255 * share: (1, 0), 255 * (1 - share): (0, 1)}
+    found = [min(pairs, key=lambda known: abs(known - value)) for value in means.tolist()]
+    assert all(abs(f - v) < 1e-3 for f, v in zip(found, means.tolist(), strict=True))
+    assert {255 * share, 255 * (1 - share)} & set(found)  # some pairs were mixed
+    own = torch.tensor([pairs[f][0] for f in found])
+    partner = torch.tensor([pairs[f][1] for f in found])
+    with torch.no_grad():
+        logits = probe.linear(means[:, None].repeat(1, 3))
+        ce = torch.nn.functional.cross_entropy
+        expected = share * ce(logits, own) + (1 - share) * ce(logits, partner)
+    assert result.loss == pytest.approx(float(expected), rel=1e-5)
+
+
 class _LayoutProbe(torch.nn.Module):
     """Records whether each input batch is channels_last; returns constant-ish logits."""
 
