@@ -127,6 +127,11 @@ class AnalysisOptions:
                 raise InvalidInputError(message)
         return self
 
+    @property
+    def context_applies(self) -> bool:
+        """Whether a model's slide context is used: asked for, and tiles adjacent."""
+        return self.context and self.stride == TILE_SIZE
+
     def with_threshold(self, model_threshold: float | None) -> AnalysisOptions:
         """These options with ``threshold`` settled: the one given, else the model's.
 
@@ -264,7 +269,7 @@ def analyze_slide(
     notes = list(grid.notes)
     applied = own = None
     if context is not None and options.context:
-        if options.stride == TILE_SIZE:
+        if options.context_applies:
             own = probabilities
             probabilities = context_map(own, context)
             applied = context

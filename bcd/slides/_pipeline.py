@@ -11,7 +11,6 @@ import numpy as np
 from bcd.errors import NotFoundError
 from bcd.neighbourhood import parse_slide_context
 from bcd.slides._analysis import AnalysisOptions, Predict, Progress, analyze_slide
-from bcd.slides._grid import TILE_SIZE
 from bcd.slides._outputs import write_outputs
 from bcd.slides._summary import build_report
 from bcd.slides.readers import open_slide
@@ -68,10 +67,11 @@ def analyze_file(
     source = file_facts(path, filename)
     options = options or AnalysisOptions()
     facts = model or {}
-    context = parse_slide_context(facts.get("slide_context")) if options.context else None
-    applies = context is not None and options.stride == TILE_SIZE
+    context = parse_slide_context(facts.get("slide_context"))
     options = options.with_threshold(
-        context.decision_threshold if context and applies else facts.get("decision_threshold")
+        context.decision_threshold
+        if context is not None and options.context_applies
+        else facts.get("decision_threshold")
     )
     with open_slide(path) as reader:
         analysis = analyze_slide(reader, predict, options, progress, context)
