@@ -9,6 +9,7 @@ model, and deploy it to an endpoint — the same calls a notebook makes through
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -145,17 +146,23 @@ def _calibrate(artifact: str, dataset: str, settings: object) -> None:
         console.print("3/5 calibration skipped: the artifact is not a local folder")
         return
     assert isinstance(settings, Settings)
+
+    def fit(context_radius: int) -> Any:
+        # Same validation data each time: the context refits the same calibration first.
+        return evaluate(
+            str(folder),
+            dataset=dataset,
+            split="test",
+            validation_split="validation",
+            calibrate=True,
+            context_radius=context_radius,
+            bootstrap=0,
+            settings=settings,
+        )
+
     with console.status("3/5 calibrating on the validation split"):
         try:
-            result = evaluate(
-                str(folder),
-                dataset=dataset,
-                split="test",
-                validation_split="validation",
-                calibrate=True,
-                bootstrap=0,
-                settings=settings,
-            )
+            result = fit(0)
         except (InvalidInputError, NotFoundError) as error:
             console.print(f"3/5 calibration skipped: {error}")
             return
@@ -167,17 +174,7 @@ def _calibrate(artifact: str, dataset: str, settings: object) -> None:
     )
     with console.status("3/5 fitting the slide context on the validation split"):
         try:
-            # Refits the same calibration (same data), then the context on top of it.
-            result = evaluate(
-                str(folder),
-                dataset=dataset,
-                split="test",
-                validation_split="validation",
-                calibrate=True,
-                context_radius=BUNDLED_CONTEXT_RADIUS,
-                bootstrap=0,
-                settings=settings,
-            )
+            result = fit(BUNDLED_CONTEXT_RADIUS)
         except InvalidInputError as error:
             console.print(f"3/5 slide context skipped: {error}")
             return
