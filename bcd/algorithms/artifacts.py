@@ -156,7 +156,9 @@ def write_artifacts(
         "algorithm": algorithm,
         "hyperparameters": dict(hyperparameters),
         "input": {
-            "shape": list(image_shape_tuple(hyperparameters["image_shape"])),
+            # What the ONNX graph takes; a network at another resolution resizes inside.
+            "shape": [int(size) for size in parity_batch.shape[1:]],
+            "network_shape": list(image_shape_tuple(hyperparameters["image_shape"])),
             "layout": "NCHW",
             "dtype": "float32",
             "scale": 255.0,

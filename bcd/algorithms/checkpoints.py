@@ -126,10 +126,10 @@ def check_compatible(
             f"checkpoint {str(path)!r} is from algorithm {state['algorithm']!r}, not "
             f"{algorithm!r}; start from a checkpoint of the same algorithm"
         )
-    for name in ("num_classes", "image_shape", "num_layers", "stem"):
+    for name in ("num_classes", "image_shape", "num_layers", "stem", "architecture"):
         saved = state["hyperparameters"].get(name)
         current = hyperparameters.get(name)
-        if saved != current:
+        if saved != current and not (name == "architecture" and saved is None):
             raise InvalidInputError(
                 f"checkpoint {str(path)!r} was trained with {name}={saved!r} but this job "
                 f"has {name}={current!r}; they must match to resume"

@@ -241,8 +241,106 @@ def _center_crop_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return kernel[..., start : start + size, start : start + size].contiguous()
 
 
+class UpsampledInput(nn.Module):
+    """Resize the input to the network's resolution, inside the network (and its ONNX graph).
+
+    Serving keeps sending 50×50 patches; the network sees ``size`` (bilinear).
+    ImageNet-pretrained networks work best near the resolution they were trained at.
+
+    Args:
+        network: The classifier.
+        size: (height, width) it expects.
+    """
+
+    def __init__(self, network: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.network = network
+        self.size = size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) → resized to (N, 3, H, W) → (N, num_classes) logits."""
+        resized = nn.functional.interpolate(
+            images, size=self.size, mode="bilinear", align_corners=False
+        )
+        return self.network(resized)
+
+
+# The packed patch size; an ``image_shape`` other than this makes the network resize.
+NATIVE_SIZE = (50, 50)
+
+
+def backbone_stages(model: nn.Module) -> list[nn.Module]:
+    """The stages ``freeze_layers`` counts: stem first, classifier never.
+
+    Args:
+        model: A network from :func:`build_model` (possibly upsampled).
+
+    Returns:
+        ResNet: [stem (conv1 + bn1), layer1 … layer4]; EfficientNet-Lite: its
+        nine ``features`` entries; other networks: an empty list.
+    """
+    from bcd.algorithms.efficientnet import EfficientNetLite
+
+    network = model.network if isinstance(model, UpsampledInput) else model
+    if isinstance(network, EfficientNetLite):
+        return list(network.features)
+    names = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+    parts = [getattr(network, name, None) for name in names]
+    if not all(isinstance(part, nn.Module) for part in parts):
+        return []
+    modules = [part for part in parts if isinstance(part, nn.Module)]
+    return [nn.ModuleList(modules[:2]), *modules[2:]]
+
+
+def freeze_stages(model: nn.Module, count: int) -> int:
+    """Stop gradients through the first ``count`` backbone stages.
+
+    Batch-norm layers in them keep updating their running statistics, so
+    train-time and eval-time normalisation agree on the new tissue.
+
+    Returns:
+        The number of parameters frozen.
+    """
+    frozen = 0
+    for stage in backbone_stages(model)[:count]:
+        for parameter in stage.parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
+def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the final classification layer (``fc`` or ``classifier``)."""
+    network = model.network if isinstance(model, UpsampledInput) else model
+    head = getattr(network, "fc", None) or getattr(network, "classifier", None)
+    return list(head.parameters()) if isinstance(head, nn.Module) else []
+
+
+def _image_classification_network(hyperparameters: Mapping[str, Any]) -> nn.Module:
+    num_classes = int(hyperparameters["num_classes"])
+    architecture = hyperparameters.get("architecture", "resnet")
+    pretrained = bool(hyperparameters["use_pretrained_model"])
+    if architecture == "resnet":
+        model = build_resnet(
+            int(hyperparameters["num_layers"]), num_classes, hyperparameters["stem"]
+        )
+        if pretrained:
+            load_pretrained(model, hyperparameters["pretrained_weights"])
+        return model
+    from bcd.algorithms.efficientnet import EfficientNetLite, load_imagenet_weights
+
+    network = EfficientNetLite(architecture, num_classes)
+    if pretrained:
+        load_imagenet_weights(network, hyperparameters["pretrained_weights"] or None)
+    return network
+
+
 def build_model(algorithm: str, hyperparameters: Mapping[str, Any]) -> nn.Module:
     """The network of a built-in algorithm, from validated hyperparameters.
+
+    An ``image_shape`` other than the packed 50×50 wraps the network in
+    :class:`UpsampledInput`, so it still takes 50×50 patches. ``freeze_layers``
+    is applied here.
 
     Args:
         algorithm: ``"cnn"`` or ``"image-classification"``.
@@ -256,18 +354,20 @@ def build_model(algorithm: str, hyperparameters: Mapping[str, Any]) -> nn.Module
     """
     _, height, width = image_shape_tuple(hyperparameters["image_shape"])
     num_classes = int(hyperparameters["num_classes"])
+    model: nn.Module
     if algorithm == "cnn":
         dropout = float(hyperparameters["dropout"])
         if hyperparameters.get("architecture", "original") == "deep":
-            return DeepCNN(num_classes, dropout)
-        return SmallCNN(num_classes, (height, width), dropout)
-    if algorithm == "image-classification":
-        model = build_resnet(
-            int(hyperparameters["num_layers"]), num_classes, hyperparameters["stem"]
+            model = DeepCNN(num_classes, dropout)
+        else:
+            model = SmallCNN(num_classes, (height, width), dropout)
+    elif algorithm == "image-classification":
+        model = _image_classification_network(hyperparameters)
+        freeze_stages(model, int(hyperparameters.get("freeze_layers", 0)))
+    else:
+        raise InvalidInputError(
+            f"no built-in network for algorithm {algorithm!r}; valid: cnn, image-classification"
         )
-        if hyperparameters["use_pretrained_model"]:
-            load_pretrained(model, hyperparameters["pretrained_weights"])
-        return model
-    raise InvalidInputError(
-        f"no built-in network for algorithm {algorithm!r}; valid: cnn, image-classification"
-    )
+    if (height, width) != NATIVE_SIZE:
+        model = UpsampledInput(model, (height, width))
+    return model

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -52,9 +53,12 @@ from bcd.algorithms.metrics import emit_metrics
 from bcd.algorithms.models import build_model
 from bcd.algorithms.training import (
     ModelSelection,
+    StepControl,
+    TrainingDivergedError,
     evaluate,
     learning_rate_at,
     make_optimizer,
+    parameter_groups,
     set_learning_rate,
     train_one_epoch,
     training_loss,
@@ -120,6 +124,8 @@ class Job:
     mean: torch.Tensor
     std: torch.Tensor
     image_size: tuple[int, int]
+    # (mean, std) on the 0–1 scale, as written into model.json.
+    normalization: tuple[tuple[float, float, float], tuple[float, float, float]]
     completed_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -172,13 +178,8 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
     validation = open_channel_data(environment.channel("validation"), "validation")
     _, height, width = image_shape_tuple(hyperparameters["image_shape"])
     num_classes = int(hyperparameters["num_classes"])
+    patch_size = _patch_size(train, validation, (height, width), hyperparameters["image_shape"])
     for name, channel in (("train", train), ("validation", validation)):
-        if channel.images.shape[1:3] != (height, width):
-            raise InvalidInputError(
-                f"channel {name!r} holds {channel.images.shape[1]}x{channel.images.shape[2]} "
-                f"patches but image_shape is {hyperparameters['image_shape']}; set "
-                f"image_shape=3,{channel.images.shape[1]},{channel.images.shape[2]}"
-            )
         if int(channel.labels.max()) >= num_classes:
             raise InvalidInputError(
                 f"channel {name!r} has label {int(channel.labels.max())} but "
@@ -201,6 +202,8 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     criterion = training_loss(hyperparameters, train.labels, num_classes).to(device)
+    normalization = _normalization(hyperparameters, train)
+    groups = parameter_groups(model, float(hyperparameters.get("lr_backbone_factor", 1.0)))
     selection = ModelSelection(
         metric=hyperparameters["model_selection_metric"],
         patience=int(hyperparameters["early_stopping_patience"]),
@@ -208,7 +211,7 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
         tolerance=float(hyperparameters["early_stopping_tolerance"]),
         enabled=bool(hyperparameters["early_stopping"]),
     )
-    assert train.mean is not None and train.std is not None
+    mean, std = normalization
     return Job(
         algorithm=algorithm,
         hyperparameters=hyperparameters,
@@ -218,12 +221,66 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
         validation=validation,
         model=model,
         wrapped=wrapped,
-        optimizer=make_optimizer(hyperparameters["optimizer"], model.parameters(), hyperparameters),
+        optimizer=make_optimizer(hyperparameters["optimizer"], groups, hyperparameters),
         criterion=criterion,
         selection=selection,
-        mean=torch.tensor(train.mean, dtype=torch.float32, device=device),
-        std=torch.tensor(train.std, dtype=torch.float32, device=device),
-        image_size=(height, width),
+        mean=torch.tensor(mean, dtype=torch.float32, device=device),
+        std=torch.tensor(std, dtype=torch.float32, device=device),
+        image_size=patch_size,
+        normalization=normalization,
+    )
+
+
+def _patch_size(
+    train: ChannelData, validation: ChannelData, network: tuple[int, int], image_shape: str
+) -> tuple[int, int]:
+    """The channels' common patch size; the network resizes it to ``image_shape``.
+
+    Raises:
+        InvalidInputError: If the channels' patch sizes differ, or differ from
+            ``image_shape`` where the network cannot resize (only from the packed
+            50×50 can it).
+    """
+    from bcd.algorithms.models import NATIVE_SIZE
+
+    sizes = {
+        name: tuple(channel.images.shape[1:3])
+        for name, channel in (("train", train), ("validation", validation))
+    }
+    if sizes["train"] != sizes["validation"]:
+        raise InvalidInputError(
+            f"channel 'train' holds {sizes['train'][0]}x{sizes['train'][1]} patches but "
+            f"'validation' holds {sizes['validation'][0]}x{sizes['validation'][1]}; "
+            "pack both at one size"
+        )
+    size = sizes["train"]
+    if size != network and size != NATIVE_SIZE:
+        raise InvalidInputError(
+            f"channel 'train' holds {size[0]}x{size[1]} patches but image_shape is "
+            f"{image_shape}; set image_shape=3,{size[0]},{size[1]} (only 50x50 patches are "
+            "resized inside the network)"
+        )
+    if size != network:
+        logger.info("the network resizes %dx%d patches to %dx%d", size[0], size[1], *network)
+    return (int(size[0]), int(size[1]))
+
+
+def _normalization(
+    hyperparameters: dict[str, Any], train: ChannelData
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) on the 0–1 scale: the train split's, or ImageNet's for pretrained weights."""
+    from bcd.algorithms.efficientnet import IMAGENET_MEAN, IMAGENET_STD
+
+    setting = hyperparameters.get("normalization", "dataset")
+    if setting == "auto":
+        setting = "imagenet" if hyperparameters.get("use_pretrained_model") else "dataset"
+    if setting == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    assert train.mean is not None and train.std is not None
+    mean, std = train.mean, train.std
+    return (
+        (float(mean[0]), float(mean[1]), float(mean[2])),
+        (float(std[0]), float(std[1]), float(std[2])),
     )
 
 
@@ -271,7 +328,10 @@ def checkpoint(job: Job, interrupted: bool = False) -> Path | None:
             "selection": job.selection.state(),
             "best_model": job.best_state,
             "history": job.history,
-            "normalization": {"mean": list(job.train.mean or ()), "std": list(job.train.std or ())},
+            "normalization": {
+                "mean": list(job.normalization[0]),
+                "std": list(job.normalization[1]),
+            },
             "dataset_fingerprint": job.train.fingerprint,
         },
     )
@@ -297,12 +357,20 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
         stain_jitter=float(hps.get("stain_jitter", 0.0)),
     )
     epochs, frequency = int(hps["epochs"]), int(hps["checkpoint_frequency"])
+    warmup_steps = round(float(hps.get("warmup_epochs", 0.0)) * len(loader))
     while job.completed_epochs < epochs:
         index = job.completed_epochs  # 0-based epoch about to run
         # Per-epoch seeds make a resumed run draw what an uninterrupted one would.
         generator.manual_seed(int(hps["seed"]) * 1_000_003 + index * 7919 + environment.rank)
         torch.manual_seed(int(hps["seed"]) + index)
-        set_learning_rate(job.optimizer, learning_rate_at(index, hps))
+        rate = learning_rate_at(index, hps)
+        set_learning_rate(job.optimizer, rate)
+        control = StepControl(
+            base_rate=rate,
+            warmup_steps=warmup_steps,
+            first_step=index * len(loader),
+            clip_norm=float(hps.get("gradient_clip_norm", 0.0)),
+        )
         result = train_one_epoch(
             job.wrapped,
             job.optimizer,
@@ -315,6 +383,7 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
             device=job.device,
             should_stop=stop.agreed,
             mixup_alpha=float(hps.get("mixup_alpha", 0.0)),
+            control=control,
         )
         if result.stopped:
             return True
@@ -330,6 +399,8 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
             rank=environment.rank,
             world_size=environment.world_size,
         )
+        if len(job.validation) and not math.isfinite(validation["loss"]):
+            raise TrainingDivergedError(index + 1, validation["loss"])
         job.completed_epochs = epoch = index + 1
         metrics = {
             "train:loss": result.loss,
@@ -384,14 +455,13 @@ def finish(job: Job) -> None:
     parity_batch = normalize(
         center_crop(sample.permute(0, 3, 1, 2), job.image_size), job.mean.cpu(), job.std.cpu()
     )
-    assert job.train.mean is not None and job.train.std is not None
     write_artifacts(
         environment.model_dir,
         job.model,
         algorithm=job.algorithm,
         hyperparameters=job.hyperparameters,
-        mean=job.train.mean,
-        std=job.train.std,
+        mean=job.normalization[0],
+        std=job.normalization[1],
         parity_batch=parity_batch,
         metrics={"best_epoch": best_epoch, "best": best, "final": final},
         dataset={
@@ -453,6 +523,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         finish(job)
         logger.info("training took %.1f s", time.perf_counter() - started)
         return 0
+    except TrainingDivergedError as error:
+        # SageMaker's convention: output/failure becomes the job's FailureReason.
+        logger.error("%s", error)
+        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.flush()
+        _write_failure(str(error))
+        return 2
     except BcdError as error:
         logger.error("%s", error)
         sys.stderr.write(f"error: {error}\n")
@@ -461,6 +538,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         stop.uninstall()
         _leave_process_group()
+
+
+def _write_failure(message: str) -> None:
+    """Write ``output/failure`` beside ``SM_OUTPUT_DATA_DIR`` (the primary process only)."""
+    try:
+        environment = TrainingEnvironment.from_environ()
+    except BcdError:
+        return
+    if environment.is_primary:
+        path = environment.output_data_dir.parent / "failure"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message + "\n")
 
 
 def _leave_process_group() -> None:

@@ -27,13 +27,16 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "nag")
 
 
 def make_optimizer(
-    name: str, parameters: Iterable[nn.Parameter], hyperparameters: Mapping[str, Any]
+    name: str,
+    parameters: Iterable[nn.Parameter] | list[dict[str, Any]],
+    hyperparameters: Mapping[str, Any],
 ) -> torch.optim.Optimizer:
     """The optimiser ``name`` configured from SageMaker-named hyperparameters.
 
     Args:
         name: ``sgd``, ``adam``, ``rmsprop`` or ``nag`` (SGD with Nesterov momentum).
-        parameters: The model's parameters.
+        parameters: The model's parameters, or parameter groups (dicts with
+            ``params`` and an ``lr_scale`` that :func:`set_learning_rate` applies).
         hyperparameters: ``learning_rate``, ``momentum``, ``weight_decay``,
             ``beta_1``, ``beta_2``, ``eps``, ``gamma``.
 
@@ -46,7 +49,49 @@ def make_optimizer(
     rate = float(hyperparameters["learning_rate"])
     decay = float(hyperparameters["weight_decay"])
     momentum = float(hyperparameters["momentum"])
-    parameters = list(parameters)
+    given: list[Any] = list(parameters)
+    if given and isinstance(given[0], dict):
+        groups = [
+            {**group, "lr": rate * group.get("lr_scale", 1.0)} for group in given if group["params"]
+        ]
+        flat = [parameter for group in groups for parameter in group["params"]]
+        return _optimizer(name, groups, flat, rate, decay, momentum, hyperparameters)
+    return _optimizer(name, given, given, rate, decay, momentum, hyperparameters)
+
+
+def parameter_groups(model: nn.Module, backbone_factor: float) -> list[dict[str, Any]]:
+    """Trainable parameters split for discriminative learning rates.
+
+    Args:
+        model: The network.
+        backbone_factor: Learning-rate scale of everything but the classifier.
+
+    Returns:
+        ``[{"params": backbone, "lr_scale": factor}, {"params": classifier, "lr_scale": 1}]``,
+        frozen parameters left out.
+    """
+    from bcd.algorithms.models import classifier_parameters
+
+    head_ids = {id(parameter) for parameter in classifier_parameters(model)}
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return [
+        {
+            "params": [p for p in trainable if id(p) not in head_ids],
+            "lr_scale": backbone_factor,
+        },
+        {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0},
+    ]
+
+
+def _optimizer(
+    name: str,
+    parameters: list[Any],
+    flat: list[nn.Parameter],
+    rate: float,
+    decay: float,
+    momentum: float,
+    hyperparameters: Mapping[str, Any],
+) -> torch.optim.Optimizer:
     if name in ("sgd", "nag"):
         return torch.optim.SGD(
             parameters,
@@ -54,7 +99,7 @@ def make_optimizer(
             momentum=momentum,
             weight_decay=decay,
             nesterov=name == "nag" and momentum > 0,
-            **_update_kernel(parameters, fused_exists=True),
+            **_update_kernel(flat, fused_exists=True),
         )
     if name == "adam":
         betas = (float(hyperparameters["beta_1"]), float(hyperparameters["beta_2"]))
@@ -64,7 +109,7 @@ def make_optimizer(
             betas=betas,
             eps=float(hyperparameters["eps"]),
             weight_decay=decay,
-            **_update_kernel(parameters, fused_exists=True),
+            **_update_kernel(flat, fused_exists=True),
         )
     if name == "rmsprop":
         return torch.optim.RMSprop(
@@ -74,7 +119,7 @@ def make_optimizer(
             eps=float(hyperparameters["eps"]),
             momentum=momentum,
             weight_decay=decay,
-            **_update_kernel(parameters, fused_exists=False),
+            **_update_kernel(flat, fused_exists=False),
         )
     raise InvalidInputError(
         f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}"
@@ -129,9 +174,50 @@ def learning_rate_at(epoch: int, hyperparameters: Mapping[str, Any]) -> float:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
-    """Set every parameter group's learning rate."""
+    """Set every parameter group's learning rate (times the group's ``lr_scale``)."""
     for group in optimizer.param_groups:
-        group["lr"] = rate
+        group["lr"] = rate * group.get("lr_scale", 1.0)
+
+
+class TrainingDivergedError(InvalidInputError):
+    """The training loss or the gradients became NaN or infinite.
+
+    Args:
+        epoch: 1-based epoch in which it happened.
+        loss: The offending loss value.
+    """
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(
+            f"training diverged at epoch {epoch} (loss {loss}); lower learning_rate, "
+            "or use warmup_epochs and gradient_clip_norm"
+        )
+        self.epoch = epoch
+        self.loss = loss
+
+
+@dataclass(frozen=True)
+class StepControl:
+    """Per-batch learning-rate warm-up and gradient clipping.
+
+    Attributes:
+        base_rate: This epoch's scheduled learning rate.
+        warmup_steps: Batches over which the rate rises linearly from 0.
+        first_step: Global index of this epoch's first batch.
+        clip_norm: Global gradient L2 norm limit; 0 = no clipping.
+    """
+
+    base_rate: float
+    warmup_steps: int = 0
+    first_step: int = 0
+    clip_norm: float = 0.0
+
+    def rate(self, batch: int) -> float | None:
+        """The rate for batch ``batch`` of this epoch, or None once warm-up is over."""
+        step = self.first_step + batch
+        if step >= self.warmup_steps:
+            return None
+        return self.base_rate * (step + 1) / self.warmup_steps
 
 
 def class_weights(setting: str, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
@@ -205,6 +291,7 @@ def train_one_epoch(
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,
     mixup_alpha: float = 0.0,
+    control: StepControl | None = None,
 ) -> EpochResult:
     """Run one pass over this process's share of the training data.
 
@@ -227,9 +314,13 @@ def train_one_epoch(
             target is ever fully certain. Accuracy is counted against the
             batch's own labels. Drawn from torch's global generator, which the
             trainer seeds per epoch.
+        control: Per-batch warm-up of the learning rate and gradient clipping.
 
     Returns:
         Mean loss and accuracy over the images seen, their count and the time.
+
+    Raises:
+        TrainingDivergedError: When a batch's loss is NaN or infinite.
     """
     model.train()
     layout = input_memory_format(device)
@@ -238,7 +329,12 @@ def train_one_epoch(
     stopped = False
     mixing = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
     started = time.perf_counter()
-    for images, labels in loader.batches(epoch):
+    for batch, (images, labels) in enumerate(loader.batches(epoch)):
+        warm_rate = control.rate(batch) if control is not None else None
+        if warm_rate is not None:
+            set_learning_rate(optimizer, warm_rate)
+        elif control is not None and batch == 0:
+            set_learning_rate(optimizer, control.base_rate)
         with _data_threads(device):
             images = augmenter.geometric(images.to(device, non_blocking=True))  # (B,3,h,w) uint8
             labels = labels.to(device, non_blocking=True)
@@ -255,8 +351,12 @@ def train_one_epoch(
             )
         else:
             loss = criterion(logits, labels)
+        if not math.isfinite(value := float(loss.detach())):
+            raise TrainingDivergedError(epoch + 1, value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if control is not None and control.clip_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), control.clip_norm)
         optimizer.step()
         with torch.no_grad():
             weight = (

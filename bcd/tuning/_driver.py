@@ -297,7 +297,8 @@ class TuningDriver:
                 running.slot,
                 self.settings,
                 status=state.status,
-                objective_value=last,
+                # A failed or stopped trial has no objective, whatever it printed before.
+                objective_value=None,
                 objective_status="Failed",
                 failure_reason=state.failure_reason,
             )

@@ -180,6 +180,8 @@ def test_a_failing_trial_is_counted_and_the_job_goes_on(settings: Settings) -> N
     failed = [t for t in list_trials("failing", settings) if t["TrainingJobStatus"] == "Failed"]
     assert all(t["FailureReason"] == "AlgorithmError: exploded" for t in failed)
     assert all(t["TunedHyperParameters"]["optimizer"] == "adam" for t in failed)
+    # The failed trials printed objective values before failing; none is reported.
+    assert all("FinalHyperParameterTuningJobObjectiveMetric" not in t for t in failed)
 
 
 def test_an_objective_no_job_emits_fails_the_tuning_job_after_the_first_trial(
