@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,12 @@ class Settings(BaseSettings):
             and SIGKILL (``BCD_JOB_STOP_GRACE_S``).
         job_sample_interval_s: Seconds between instance metric samples of a
             running training job (``BCD_JOB_SAMPLE_INTERVAL_S``).
+        executor: Where training jobs run their instance processes
+            (``BCD_EXECUTOR``): ``local`` (child processes of this machine)
+            or ``ray`` (Ray actors, needs ``bcd[ray]``); see docs/cluster.md.
+        ray_address: The Ray cluster of the ``ray`` executor
+            (``BCD_RAY_ADDRESS``): ``auto``, ``ray://host:port``,
+            ``host:port``, or unset for a local Ray head that bcd starts.
     """
 
     model_config = SettingsConfigDict(env_prefix="BCD_", env_file=".env", extra="ignore")
@@ -47,8 +54,22 @@ class Settings(BaseSettings):
     require_api_key: bool | None = None
     max_body_bytes: int = 6 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    # Decoded pixels of all images of one scoring request, counted from headers
+    # before decoding (BCD_MAX_REQUEST_PIXELS): 4 × 4096², 192 MiB of RGB.
+    max_request_pixels: int = Field(default=4 * 4096 * 4096, ge=1)
     max_slide_bytes: int = 4 * 1024**3
     request_timeout_s: float = 30.0
+    # Connection limits of `bcd serve` (see docs/serving.md, "Timeouts and limits").
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    max_connections: int | None = Field(default=1000, ge=1)
+    slide_upload_timeout_s: float = Field(default=900.0, gt=0)
+    # Whole-slide analysis: grid cells per analysis, analyses that run at once.
+    max_slide_tiles: int = Field(default=250_000, ge=1)
+    slide_workers: int = Field(default=3, ge=1, le=16)
+    # Failed API-key checks allowed per key id and per client address in the window.
+    auth_failure_limit: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     max_batch_size: int = 256
     max_batch_wait_ms: float = 2.0
@@ -60,6 +81,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     job_stop_grace_s: float = 30.0
     job_sample_interval_s: float = 5.0
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
 
     @field_validator("home")
     @classmethod
@@ -96,6 +119,9 @@ class Settings(BaseSettings):
         }
         if self.s3_endpoint_url:
             env["BCD_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+        env["BCD_EXECUTOR"] = self.executor
+        if self.ray_address:
+            env["BCD_RAY_ADDRESS"] = self.ray_address
         return env
 
     def storage_options(self) -> dict[str, object]:

@@ -50,6 +50,24 @@ class ConflictError(BcdError):
     code = "conflict"
 
 
+class ArtifactIntegrityError(ConflictError):
+    """A model file's SHA-256 differs from the one recorded when it was registered."""
+
+    code = "integrity_mismatch"
+
+    @classmethod
+    def mismatch(
+        cls, path: object, expected: str, actual: str, model_name: str | None = None
+    ) -> ArtifactIntegrityError:
+        """The error for ``path`` hashing to ``actual`` instead of ``expected``."""
+        since = f"model {model_name!r} was created" if model_name else "it was registered"
+        return cls(
+            f"{path} changed since {since}: expected SHA-256 {expected}, found {actual}; "
+            "restore the original file, or register the new one as a new model "
+            "(bcd models create) and update the endpoint to it"
+        )
+
+
 class UnsupportedMediaTypeError(InvalidInputError):
     """A request body's content type is not one bcd accepts."""
 
@@ -96,6 +114,21 @@ class BcdTimeoutError(BcdError):
     """An operation (waiter, request) did not finish in time."""
 
     code = "timeout"
+
+
+class RateLimitedError(BcdError):
+    """Too many attempts (failed API-key checks) in a short time; retry later.
+
+    Args:
+        message: What was refused and when to retry.
+        retry_after_s: Seconds until a retry can succeed (the ``Retry-After`` header).
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def require(module: str, extra: str) -> None:

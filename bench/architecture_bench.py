@@ -10,7 +10,9 @@ on the same machine at the same time.
 Candidates: bcd's ``deep`` (the bundled network) and ``original`` cnn; two
 widened ``deep`` variants; an EfficientNet-style network of inverted
 residual (MBConv) blocks with squeeze-and-excitation, sized for 50×50 input;
-and ResNet-18 with the compact stem.
+ResNet-18 with the compact stem; and EfficientNet-Lite0 (the ImageNet
+transfer-learning network of ``image-classification``) upsampling the patch
+to 64 and 96 px inside its graph.
 
     .venv/bin/python bench/architecture_bench.py [--seconds 4] [--threads 2]
 """
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bcd.algorithms.models import DeepCNN, SmallCNN, build_resnet
+from bcd.algorithms.efficientnet import EfficientNetLite
+from bcd.algorithms.models import DeepCNN, SmallCNN, UpsampledInput, build_resnet
 
 
 class _MBConv(nn.Module):
@@ -96,6 +99,12 @@ def candidates() -> dict[str, nn.Module]:
         "original cnn": SmallCNN(),
         "MBConv (EfficientNet-style)": mbconv_net(),
         "ResNet-18, compact stem": build_resnet(18, 2, "compact"),
+        "EfficientNet-Lite0 @ 64 px": UpsampledInput(
+            EfficientNetLite("efficientnet-lite0"), (64, 64)
+        ),
+        "EfficientNet-Lite0 @ 96 px": UpsampledInput(
+            EfficientNetLite("efficientnet-lite0"), (96, 96)
+        ),
     }
 
 

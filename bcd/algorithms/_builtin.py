@@ -209,6 +209,29 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         minimum=0.0,
         maximum=1.0,
     ),
+    Hyperparameter(
+        "teacher",
+        "str",
+        "",
+        "distil from this model: a model folder (model.onnx + model.json) or a training "
+        "job's name; empty = no distillation",
+    ),
+    Hyperparameter(
+        "distillation_alpha",
+        "float",
+        0.5,
+        "weight of the teacher's soft targets in the loss (the labels get 1 - alpha)",
+        minimum=0,
+        maximum=1,
+    ),
+    Hyperparameter(
+        "distillation_temperature",
+        "float",
+        2.0,
+        "softmax temperature of the teacher's and the student's logits in the soft term",
+        minimum=0.05,
+        maximum=100,
+    ),
     Hyperparameter("seed", "int", 0, "random seed", minimum=0, maximum=2**31 - 1),
 )
 

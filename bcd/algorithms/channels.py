@@ -174,6 +174,13 @@ class BatchLoader:
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)``: (B, 3, H, W) uint8 and (B,) int64 tensors."""
+        for images, labels, _ in self.indexed_batches(epoch):
+            yield images, labels
+
+    def indexed_batches(
+        self, epoch: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Like :meth:`batches`, plus each batch's (B,) int64 row indices in the channel."""
         indices = self.indices(epoch)
         for start in range(0, len(indices), self.batch_size):
             # Sorted indices read a memory map front to back; order inside a
@@ -181,7 +188,8 @@ class BatchLoader:
             batch = np.sort(indices[start : start + self.batch_size])
             images = torch.from_numpy(np.ascontiguousarray(self.channel.images[batch]))
             labels = torch.from_numpy(self.channel.labels[batch])
-            yield images.permute(0, 3, 1, 2), labels  # (B, 3, H, W), (B,)
+            rows = torch.from_numpy(batch.astype(np.int64))
+            yield images.permute(0, 3, 1, 2), labels, rows  # (B, 3, H, W), (B,), (B,)
 
 
 def _check_arrays(channel: ChannelData, name: str) -> None:

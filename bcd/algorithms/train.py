@@ -43,6 +43,7 @@ from bcd.algorithms.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from bcd.algorithms.distillation import Distillation, score_teacher
 from bcd.algorithms.environment import (
     TrainingEnvironment,
     configure_threads,
@@ -126,6 +127,7 @@ class Job:
     image_size: tuple[int, int]
     # (mean, std) on the 0–1 scale, as written into model.json.
     normalization: tuple[tuple[float, float, float], tuple[float, float, float]]
+    distillation: Distillation | None = None
     completed_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -228,6 +230,26 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
         std=torch.tensor(std, dtype=torch.float32, device=device),
         image_size=patch_size,
         normalization=normalization,
+        distillation=_distillation(hyperparameters, environment, train, device),
+    )
+
+
+def _distillation(
+    hyperparameters: dict[str, Any],
+    environment: TrainingEnvironment,
+    train: ChannelData,
+    device: torch.device,
+) -> Distillation | None:
+    """Score the train channel with the teacher once (a ``teacher`` channel, else its path)."""
+    teacher = str(hyperparameters.get("teacher", ""))
+    if not teacher:
+        return None
+    folder = environment.channels.get("teacher") or Path(teacher).expanduser()
+    logits = score_teacher(folder, train.images, threads=torch.get_num_threads())
+    return Distillation(
+        teacher_logits=torch.from_numpy(logits).to(device),
+        alpha=float(hyperparameters["distillation_alpha"]),
+        temperature=float(hyperparameters["distillation_temperature"]),
     )
 
 
@@ -384,6 +406,7 @@ def run_epochs(job: Job, stop: StopRequest) -> bool:
             should_stop=stop.agreed,
             mixup_alpha=float(hps.get("mixup_alpha", 0.0)),
             control=control,
+            distillation=job.distillation,
         )
         if result.stopped:
             return True

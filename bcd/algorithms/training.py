@@ -20,6 +20,7 @@ from torch import nn
 
 from bcd.algorithms.augment import BatchAugmenter, normalize
 from bcd.algorithms.channels import BatchLoader, ChannelData
+from bcd.algorithms.distillation import Distillation
 from bcd.algorithms.metrics import MINIMIZED_METRICS, classification_metrics
 from bcd.errors import InvalidInputError
 
@@ -292,6 +293,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool] = lambda: False,
     mixup_alpha: float = 0.0,
     control: StepControl | None = None,
+    distillation: Distillation | None = None,
 ) -> EpochResult:
     """Run one pass over this process's share of the training data.
 
@@ -315,6 +317,7 @@ def train_one_epoch(
             batch's own labels. Drawn from torch's global generator, which the
             trainer seeds per epoch.
         control: Per-batch warm-up of the learning rate and gradient clipping.
+        distillation: The teacher's cached logits and the soft-target weighting.
 
     Returns:
         Mean loss and accuracy over the images seen, their count and the time.
@@ -329,7 +332,7 @@ def train_one_epoch(
     stopped = False
     mixing = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
     started = time.perf_counter()
-    for batch, (images, labels) in enumerate(loader.batches(epoch)):
+    for batch, (images, labels, rows) in enumerate(loader.indexed_batches(epoch)):
         warm_rate = control.rate(batch) if control is not None else None
         if warm_rate is not None:
             set_learning_rate(optimizer, warm_rate)
@@ -351,6 +354,14 @@ def train_one_epoch(
             )
         else:
             loss = criterion(logits, labels)
+        if distillation is not None:
+            teacher = distillation.teacher_logits[rows.to(device)]  # (B, C)
+            if mixing is not None:
+                loss = share * distillation.loss(logits, loss, teacher) + (
+                    1 - share
+                ) * distillation.loss(logits, loss, teacher[partners])
+            else:
+                loss = distillation.loss(logits, loss, teacher)
         if not math.isfinite(value := float(loss.detach())):
             raise TrainingDivergedError(epoch + 1, value)
         optimizer.zero_grad(set_to_none=True)

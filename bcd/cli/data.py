@@ -1,4 +1,4 @@
-"""``bcd data``: import, split, list, show, stats, grid, mosaic, export, delete datasets."""
+"""``bcd data``: import, split, list, show, stats, grid, mosaic, export, delete, gc."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_document, print_records
 
 data_app = typer.Typer(
     help="Datasets: import IDC patches, split by patient, pack, explore, export.",
@@ -149,40 +151,42 @@ def split_command(
     console.print(_splits_table(splits, f"dataset {name}"))
 
 
+_DATASET_COLUMNS = (
+    Column("name", "name"),
+    *(Column(key, key, justify="right") for key in ("patches", "patients", "padded", "rejected")),
+    Column("splits", "splits", lambda splits: ",".join(splits) or "-"),
+    Column("fingerprint", "fingerprint", lambda value: value[:19] + "…"),
+)
+
+
 @data_app.command("list")
-def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_command(output: OutputOption = None, as_json: JsonFlag = False) -> None:
     """List imported datasets."""
     from bcd.data import list_datasets
 
-    datasets = list_datasets()
-    if as_json:
-        console.print_json(json.dumps(datasets))
-        return
-    table = Table(title="datasets")
-    for column in ("name", "patches", "patients", "padded", "rejected", "splits", "fingerprint"):
-        table.add_column(column)
-    for item in datasets:
-        table.add_row(
-            item["name"], str(item["patches"]), str(item["patients"]), str(item["padded"]),
-            str(item["rejected"]), ",".join(item["splits"]) or "-", item["fingerprint"][:19] + "…",
-        )  # fmt: skip
-    console.print(table)
+    print_records(list_datasets(), _DATASET_COLUMNS, choose(output, as_json), title="datasets")
 
 
 @data_app.command("show")
 def show_command(
     name: str = typer.Argument(..., help="Dataset name."),
     rejected: bool = typer.Option(False, "--rejected", help="List every rejected file."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show a dataset's catalog entry and import report."""
     from bcd.data import describe_dataset, read_import_report
 
     info = describe_dataset(name)
     report = read_import_report(name)
-    if as_json:
-        console.print_json(json.dumps({**info, "import_report": report}))
-        return
+    print_document(
+        {**info, "import_report": report},
+        choose(output, as_json),
+        lambda: _print_dataset(name, info, report, rejected),
+    )
+
+
+def _print_dataset(name: str, info: dict[str, Any], report: dict[str, Any], rejected: bool) -> None:
     table = Table(title=f"dataset {name}", show_header=False)
     for key in ("source", "patches", "patients", "padded", "rejected", "fingerprint", "created_at"):
         table.add_row(key, str(info[key]))
@@ -198,7 +202,8 @@ def stats_command(
     name: str = typer.Argument(..., help="Dataset name."),
     grid: Path | None = typer.Option(None, "--grid", help="Also write a sample grid PNG."),
     per_patient: bool = typer.Option(False, "--per-patient", help="One row per patient."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Counts per split/class/patient, patch sizes, per-channel mean/std."""
     from bcd.data import dataset_stats, render_grid
@@ -206,9 +211,12 @@ def stats_command(
     stats = dataset_stats(name)
     if grid is not None:
         render_grid(name, grid)
-    if as_json:
-        console.print_json(json.dumps(stats))
-        return
+    print_document(
+        stats, choose(output, as_json), lambda: _print_stats(name, stats, grid, per_patient)
+    )
+
+
+def _print_stats(name: str, stats: dict[str, Any], grid: Path | None, per_patient: bool) -> None:
     console.print(_splits_table({"all": stats, **stats["splits"]}, f"dataset {name}"))
     sizes = Table(title="original patch sizes (WxH)")
     sizes.add_column("size")
@@ -296,3 +304,39 @@ def delete_command(
         typer.confirm(f"delete dataset {name!r} and its files?", abort=True)
     delete_dataset(name)
     console.print(f"deleted dataset {name}")
+
+
+def _size_text(size_bytes: int) -> str:
+    if size_bytes >= 1e9:
+        return f"{size_bytes / 1e9:.1f} GB"
+    if size_bytes >= 1e6:
+        return f"{size_bytes / 1e6:.1f} MB"
+    return f"{size_bytes / 1e3:.1f} kB"
+
+
+@data_app.command("gc")
+def gc_command(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-n", help="Only list what would be removed; remove nothing."
+    ),
+) -> None:
+    """Remove what interrupted imports and splits left behind.
+
+    That is every unfinished .partial-* folder whose import process is gone
+    (a killed "bcd data import"), and every finished folder no dataset uses
+    that is older than 10 minutes. Folders of imports still running are kept.
+    """
+    from bcd.data import collect_garbage
+
+    report = collect_garbage(dry_run=dry_run)
+    if not report.leftovers:
+        console.print("nothing to remove: no leftovers of interrupted imports")
+        return
+    verb = "would remove" if dry_run else "removed"
+    table = Table(title=f"{verb} {len(report.leftovers)} folder(s)")
+    for column in ("folder", "size", "reason"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for leftover in report.leftovers:
+        table.add_row(leftover.key, _size_text(leftover.size_bytes), leftover.reason)
+    console.print(table)
+    console.print(f"{verb} {len(report.leftovers)} folder(s), {_size_text(report.size_bytes)}")

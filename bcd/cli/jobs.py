@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_document, print_records
 from bcd.errors import BcdTimeoutError, JobFailedError
 
 jobs_app = typer.Typer(
@@ -104,12 +104,23 @@ def _final_metrics_table(job: dict[str, Any]) -> Table:
     return table
 
 
+_JOB_COLUMNS = (
+    Column("name", "TrainingJobName"),
+    Column("algorithm", "AlgorithmName"),
+    Column("status", "TrainingJobStatus", _status),
+    Column("secondary", "SecondaryStatus"),
+    Column("created", "CreationTime", _when),
+    Column("tuning job", "TuningJobName", lambda value: value or ""),
+)
+
+
 @jobs_app.command("list")
 def list_command(
     status: str | None = typer.Option(None, "--status", help="Only jobs in this status."),
     name_contains: str | None = typer.Option(None, "--name-contains", help="Name filter."),
     tuning_job: str | None = typer.Option(None, "--tuning-job", help="Trials of a tuning job."),
     limit: int = typer.Option(50, "--limit", help="At most this many (newest first)."),
+    output: OutputOption = None,
 ) -> None:
     """List training jobs, newest first."""
     response = _client().list_training_jobs(
@@ -118,31 +129,23 @@ def list_command(
         TuningJobName=tuning_job,
         MaxResults=limit,
     )
-    table = Table(title="training jobs")
-    for column in ("name", "algorithm", "status", "secondary", "created", "tuning job"):
-        table.add_column(column)
-    for job in response["TrainingJobSummaries"]:
-        table.add_row(
-            job["TrainingJobName"],
-            job["AlgorithmName"],
-            _status(job["TrainingJobStatus"]),
-            job["SecondaryStatus"],
-            _when(job["CreationTime"]),
-            job.get("TuningJobName", ""),
-        )
-    console.print(table)
+    print_records(
+        response["TrainingJobSummaries"], _JOB_COLUMNS, choose(output), title="training jobs"
+    )
 
 
 @jobs_app.command("describe")
 def describe_command(
     name: str = typer.Argument(..., help="Training job name."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole description as JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show a job: status, transitions, hyperparameters, metrics, artifacts."""
     job = _client().describe_training_job(TrainingJobName=name)
-    if as_json:
-        typer.echo(json.dumps(job, indent=2, default=str))
-        return
+    print_document(job, choose(output, as_json), lambda: _print_description(name, job))
+
+
+def _print_description(name: str, job: dict[str, Any]) -> None:
     spec = job["AlgorithmSpecification"]
     console.print(f"[bold]{name}[/]  {spec['AlgorithmName']}  {_status(job['TrainingJobStatus'])}")
     console.print(
@@ -154,6 +157,12 @@ def describe_command(
     )
     if job.get("FailureReason"):
         console.print(f"[red]failure reason:[/] {job['FailureReason']}", highlight=False)
+    executor = job.get("Executor") or {}
+    where = "; ".join(
+        f"{item['Host']} on {item['Node']} ({item['Cpus']} CPU, {item['Gpus']} GPU)"
+        for item in executor.get("Instances") or []
+    )
+    console.print(f"ran on: {executor.get('Name', 'local')} {where}".rstrip(), highlight=False)
     transitions = Table(title="status transitions")
     for column in ("status", "start", "message"):
         transitions.add_column(column)
@@ -201,6 +210,7 @@ def metrics_command(
     instance: bool = typer.Option(
         False, "--instance", help="Instance metrics (CPU, memory, disk, GPU) instead."
     ),
+    output: OutputOption = None,
 ) -> None:
     """Print a job's algorithm metrics per epoch (or its instance metrics)."""
     from bcd.jobs import get_metric_series, list_metric_names
@@ -209,38 +219,52 @@ def metrics_command(
     client.describe_training_job(TrainingJobName=name)
     source = "instance" if instance else "algorithm"
     names = list_metric_names(name, client.settings, source=source)
-    if not names:
+    fmt = choose(output)
+    if not names and fmt == "table":
         console.print(f"training job {name} has recorded no {source} metrics yet")
         return
     series = {metric: get_metric_series(name, metric, client.settings) for metric in names}
     if instance:
-        table = Table(title=f"{name}: instance metrics")
-        for column in ("metric", "samples", "last", "mean", "max"):
-            table.add_column(column, justify="left" if column == "metric" else "right")
-        for metric, points in series.items():
-            values = [point.value for point in points]
-            table.add_row(
-                metric,
-                str(len(values)),
-                f"{values[-1]:.1f}",
-                f"{statistics.fmean(values):.1f}",
-                f"{max(values):.1f}",
-            )
-        console.print(table)
+        print_records(
+            _instance_rows(series),
+            [Column("metric", "metric")]
+            + [Column(key, key, lambda v: f"{v:.1f}", "right") for key in ("last", "mean", "max")]
+            + [Column("samples", "samples", justify="right")],
+            fmt,
+            title=f"{name}: instance metrics",
+        )
         return
-    rows: dict[Any, dict[str, float]] = {}
+    columns = [Column("epoch", "epoch", justify="right")] + [
+        Column(metric, metric, lambda v: "" if v is None else f"{v:.4g}", "right")
+        for metric in names
+    ]
+    print_records(_epoch_rows(series), columns, fmt, title=f"{name}: metrics per epoch")
+
+
+def _instance_rows(series: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for metric, points in series.items():
+        values = [point.value for point in points]
+        rows.append(
+            {
+                "metric": metric,
+                "last": values[-1],
+                "mean": statistics.fmean(values),
+                "max": max(values),
+                "samples": len(values),
+            }
+        )
+    return rows
+
+
+def _epoch_rows(series: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One row per epoch (``#<step>`` for points without one), a value per metric."""
+    rows: dict[Any, dict[str, Any]] = {}
     for metric, points in series.items():
         for point in points:
             key = point.epoch if point.epoch is not None else f"#{point.step}"
-            rows.setdefault(key, {})[metric] = point.value
-    table = Table(title=f"{name}: metrics per epoch")
-    table.add_column("epoch", justify="right")
-    for metric in names:
-        table.add_column(metric, justify="right")
-    for key in sorted(rows, key=lambda item: (isinstance(item, str), item)):
-        row = rows[key]
-        table.add_row(str(key), *(f"{row[m]:.4g}" if m in row else "" for m in names))
-    console.print(table)
+            rows.setdefault(key, {"epoch": key})[metric] = point.value
+    return [rows[key] for key in sorted(rows, key=lambda item: (isinstance(item, str), item))]
 
 
 @jobs_app.command("plot")

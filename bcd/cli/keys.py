@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_records
 
 console = Console()
 keys_app = typer.Typer(help="API keys for the REST server (only a salted hash is stored).")
@@ -37,40 +37,42 @@ def create_key(
     )
 
 
+_KEY_COLUMNS = (
+    Column("key id", "KeyId"),
+    Column("name", "Name"),
+    Column("created (UTC)", "CreationTime", _when),
+    Column("expires", "ExpiresAt", _when),
+    Column("state", "State"),
+)
+
+
 @keys_app.command("list")
 def list_keys(
     active_only: bool = typer.Option(False, "--active", help="Hide revoked keys."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List keys (ids and names; secrets are never stored)."""
     from bcd.registry.keys import list_api_keys
 
-    keys = list_api_keys(include_revoked=not active_only)
-    if as_json:
-        console.print_json(
-            json.dumps(
-                [
-                    {
-                        "KeyId": info.key_id,
-                        "Name": info.name,
-                        "CreationTime": info.created_at.isoformat(),
-                        "ExpiresAt": info.expires_at.isoformat() if info.expires_at else None,
-                        "RevokedAt": info.revoked_at.isoformat() if info.revoked_at else None,
-                        "Active": info.active,
-                    }
-                    for info in keys
-                ]
-            )
-        )
-        return
-    if not keys:
-        console.print("no API keys yet (bcd keys create --name NAME)")
-        return
-    table = Table("key id", "name", "created (UTC)", "expires", "state")
-    for info in keys:
-        state = "revoked" if info.revoked_at else ("active" if info.active else "expired")
-        table.add_row(info.key_id, info.name, _when(info.created_at), _when(info.expires_at), state)
-    console.print(table)
+    records = [
+        {
+            "KeyId": info.key_id,
+            "Name": info.name,
+            "CreationTime": info.created_at,
+            "ExpiresAt": info.expires_at,
+            "RevokedAt": info.revoked_at,
+            "Active": info.active,
+            "State": "revoked" if info.revoked_at else ("active" if info.active else "expired"),
+        }
+        for info in list_api_keys(include_revoked=not active_only)
+    ]
+    print_records(
+        records,
+        _KEY_COLUMNS,
+        choose(output, as_json),
+        empty="no API keys yet (bcd keys create --name NAME)",
+    )
 
 
 @keys_app.command("revoke")

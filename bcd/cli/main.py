@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from bcd import errors
@@ -29,6 +30,7 @@ EXIT_CODES: dict[type[errors.BcdError], int] = {
     errors.BcdTimeoutError: 7,
     errors.AuthenticationError: 8,
     errors.PermissionDeniedError: 8,
+    errors.RateLimitedError: 8,
     errors.NotReadyError: 9,
 }
 
@@ -41,6 +43,7 @@ _COMMAND_MODULES = (
     "serve",
     "keys",
     "slides",
+    "transform",
     "evaluate",
     "quickstart",
 )
@@ -49,11 +52,19 @@ _COMMAND_MODULES = (
 class _BcdGroup(TyperGroup):
     """Maps bcd errors to a one-line message and an exit code, for every command."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from bcd.cli._output import hide_flag_types
+
+        super().__init__(*args, **kwargs)
+        hide_flag_types(self)  # flags take no value: no "<bool>" in --help
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except errors.BcdError as error:
-            Console(stderr=True).print(f"[bold red]error:[/] {error.message}", highlight=False)
+            # Escaped: messages hold literal brackets, e.g. pip install 'bcd[s3]'.
+            message = escape(error.message)
+            Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(exit_code_for(error)) from None
 
 

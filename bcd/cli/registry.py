@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_document, print_records
 from bcd.errors import InvalidInputError, JobFailedError
 
 console = Console()
@@ -30,28 +29,19 @@ _VARIANT_ALIASES = {
 }
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _print_json(document: Any) -> None:
-    console.print_json(json.dumps(document, default=_json_default))
-
-
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else ""
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], empty: str) -> None:
-    if not rows:
-        console.print(empty)
-        return
-    table = Table(*[title for title, _ in columns])
-    for row in rows:
-        table.add_row(*[_when(row[key]) if "Time" in key else str(row[key]) for _, key in columns])
-    console.print(table)
+def _table(
+    rows: list[dict[str, Any]], columns: list[tuple[str, str]], empty: str, output: str
+) -> None:
+    print_records(
+        rows,
+        [Column(title, key, _when if "Time" in key else None) for title, key in columns],
+        output,
+        empty=empty,
+    )
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -110,28 +100,28 @@ def create_model(
 @models_app.command("list")
 def list_models(
     name_contains: str | None = typer.Option(None, "--name-contains", help="Filter by substring."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List models, newest first."""
     from bcd import registry
 
-    rows = registry.list_models(name_contains)
-    if as_json:
-        _print_json(rows)
-        return
     _table(
-        rows,
+        registry.list_models(name_contains),
         [("model", "ModelName"), ("created (UTC)", "CreationTime")],
         "no models yet (bcd models create NAME --model-data FOLDER)",
+        choose(output, as_json),
     )
 
 
 @models_app.command("describe")
-def describe_model(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Show a model, with its stored model.json, as JSON."""
+def describe_model(
+    name: str = typer.Argument(..., help="Model name."), output: OutputOption = None
+) -> None:
+    """Show a model, with its stored model.json (JSON unless --output says otherwise)."""
     from bcd import registry
 
-    _print_json(registry.describe_model(name))
+    print_document(registry.describe_model(name), choose(output, default="json"))
 
 
 @models_app.command("delete")
@@ -184,28 +174,28 @@ def create_endpoint_config(
 @configs_app.command("list")
 def list_endpoint_configs(
     name_contains: str | None = typer.Option(None, "--name-contains", help="Filter by substring."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List endpoint configs, newest first."""
     from bcd import registry
 
-    rows = registry.list_endpoint_configs(name_contains)
-    if as_json:
-        _print_json(rows)
-        return
     _table(
-        rows,
+        registry.list_endpoint_configs(name_contains),
         [("endpoint config", "EndpointConfigName"), ("created (UTC)", "CreationTime")],
         "no endpoint configs yet (bcd endpoint-configs create NAME --model MODEL)",
+        choose(output, as_json),
     )
 
 
 @configs_app.command("describe")
-def describe_endpoint_config(name: str = typer.Argument(..., help="Config name.")) -> None:
-    """Show an endpoint config and its variants as JSON."""
+def describe_endpoint_config(
+    name: str = typer.Argument(..., help="Config name."), output: OutputOption = None
+) -> None:
+    """Show an endpoint config and its variants (JSON unless --output says otherwise)."""
     from bcd import registry
 
-    _print_json(registry.describe_endpoint_config(name))
+    print_document(registry.describe_endpoint_config(name), choose(output, default="json"))
 
 
 @configs_app.command("delete")
@@ -266,19 +256,16 @@ def update_endpoint(
 def list_endpoints(
     name_contains: str | None = typer.Option(None, "--name-contains", help="Filter by substring."),
     status: str | None = typer.Option(None, "--status", help="Only endpoints in this status."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List endpoints with their status and config."""
     from bcd import registry
 
     if status is not None and status not in registry.ENDPOINT_STATUSES:
         raise InvalidInputError(f"--status must be one of {', '.join(registry.ENDPOINT_STATUSES)}")
-    rows = registry.endpoint_summaries(name_contains, status)
-    if as_json:
-        _print_json(rows)
-        return
     _table(
-        rows,
+        registry.endpoint_summaries(name_contains, status),
         [
             ("endpoint", "EndpointName"),
             ("status", "EndpointStatus"),
@@ -286,15 +273,18 @@ def list_endpoints(
             ("modified (UTC)", "LastModifiedTime"),
         ],
         "no endpoints yet (bcd endpoints create NAME --config CONFIG)",
+        choose(output, as_json),
     )
 
 
 @endpoints_app.command("describe")
-def describe_endpoint(name: str = typer.Argument(..., help="Endpoint name.")) -> None:
-    """Show an endpoint, its variants and their invocation stats as JSON."""
+def describe_endpoint(
+    name: str = typer.Argument(..., help="Endpoint name."), output: OutputOption = None
+) -> None:
+    """Show an endpoint, its variants and their invocation stats (JSON by default)."""
     from bcd import registry
 
-    _print_json(registry.describe_endpoint(name))
+    print_document(registry.describe_endpoint(name), choose(output, default="json"))
 
 
 @endpoints_app.command("delete")

@@ -44,6 +44,24 @@ def serve(
         help="Server processes sharing the port, each with its own models "
         "(default BCD_SERVE_WORKERS, 1); 2 serves the most single-patch requests on 2 cores.",
     ),
+    header_timeout: float = typer.Option(
+        None,
+        min=0.1,
+        help="Seconds a connection has to send each request head; slower ones are closed "
+        "(default BCD_HEADER_TIMEOUT_S, 10).",
+    ),
+    keep_alive: float = typer.Option(
+        None,
+        min=0.1,
+        help="Seconds an idle connection stays open between requests "
+        "(default BCD_KEEP_ALIVE_S, 5).",
+    ),
+    max_connections: int = typer.Option(
+        None,
+        min=1,
+        help="Open connections (or requests in flight) per process above which requests get 503 "
+        "(default BCD_MAX_CONNECTIONS, 1000).",
+    ),
 ) -> None:
     """Serve the REST API (and the web app) with uvicorn: models load in the background."""
     import uvicorn
@@ -60,6 +78,12 @@ def serve(
         updates["require_api_key"] = require_api_key
     if workers is not None:
         updates["serve_workers"] = workers
+    limits = {
+        "header_timeout_s": header_timeout,
+        "keep_alive_s": keep_alive,
+        "max_connections": max_connections,
+    }
+    updates.update({name: value for name, value in limits.items() if value is not None})
     if bundled:
         from bcd.registry import ensure_bundled_endpoint
 

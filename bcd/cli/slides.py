@@ -131,7 +131,9 @@ def analyze(
     truth: Path | None = typer.Option(
         None, "--truth", help="Ground truth (truth.npy/truth.png from from-patches) for metrics."
     ),
-    stride: int = typer.Option(50, help="Step between tiles in model pixels (50 = no overlap)."),
+    stride: int = typer.Option(
+        50, help="Step between tiles in model pixels (50 = no overlap; at least 8)."
+    ),
     threshold: float | None = typer.Option(
         None,
         min=0.0,
@@ -153,11 +155,13 @@ def analyze(
     batch_size: int = typer.Option(256, help="Tiles per inference call."),
 ) -> None:
     """Score every tissue tile of a slide; write heatmap, probability map and reports."""
+    from bcd.config import get_settings
     from bcd.slides import AnalysisOptions, analyze_file, load_truth
 
     if endpoint and model_dir:
         raise InvalidInputError("give --endpoint or --model-dir, not both")
     options = AnalysisOptions(
+        max_tiles=get_settings().max_slide_tiles,
         stride=stride,
         threshold=threshold,
         mpp=mpp,

@@ -108,7 +108,11 @@ def train_command(
     instance_count: int = typer.Option(
         1, "--instance-count", help="Processes; >1 trains data-parallel."
     ),
-    instance_type: str = typer.Option("local", "--instance-type", help="Recorded as given."),
+    instance_type: str = typer.Option(
+        "local",
+        "--instance-type",
+        help="Recorded (local executor); CPUs/GPUs to reserve on Ray (docs/cluster.md).",
+    ),
     max_runtime: int = typer.Option(
         86_400, "--max-runtime", help="Stop the job after this many seconds."
     ),

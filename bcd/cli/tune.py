@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_document, print_records
 from bcd.errors import JobFailedError
 
 console = Console()
@@ -21,12 +20,6 @@ tuning_app = typer.Typer(
 )
 
 _DONE = ("Completed", "Failed", "Stopped")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def _when(value: Any) -> str:
@@ -91,27 +84,39 @@ def _report(description: dict[str, Any]) -> None:
         console.print(f"[red]reason:[/] {description['FailureReason']}", highlight=False)
 
 
-def _trial_table(name: str) -> None:
+def _trial_records(name: str) -> tuple[list[dict[str, Any]], list[Column]]:
+    """One flat record per trial (tuned values as columns) and the columns to show."""
     from bcd import tuning
 
     trials = tuning.list_trials(name)
-    if not trials:
-        console.print("no trials yet")
-        return
     tuned = sorted({key for trial in trials for key in trial["TunedHyperParameters"]})
-    table = Table("#", "training job", "status", *tuned, "objective", "ended")
+    records = []
     for trial in trials:
         objective = trial.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
-        status = "Pruned" if trial["Pruned"] else trial["TrainingJobStatus"]
-        table.add_row(
-            str(trial["TrialNumber"]),
-            trial["TrainingJobName"],
-            status,
-            *[_short(trial["TunedHyperParameters"].get(key, "")) for key in tuned],
-            "" if objective is None else f"{objective:.6g}",
-            _when(trial.get("TrainingEndTime")),
+        records.append(
+            {
+                "TrialNumber": trial["TrialNumber"],
+                "TrainingJobName": trial["TrainingJobName"],
+                "TrainingJobStatus": "Pruned" if trial["Pruned"] else trial["TrainingJobStatus"],
+                **{key: trial["TunedHyperParameters"].get(key, "") for key in tuned},
+                "FinalObjectiveValue": objective,
+                "TrainingEndTime": trial.get("TrainingEndTime"),
+            }
         )
-    console.print(table)
+    columns = [
+        Column("#", "TrialNumber", justify="right"),
+        Column("training job", "TrainingJobName"),
+        Column("status", "TrainingJobStatus"),
+        *[Column(key, key, _short) for key in tuned],
+        Column("objective", "FinalObjectiveValue", lambda v: "" if v is None else f"{v:.6g}"),
+        Column("ended", "TrainingEndTime", _when),
+    ]
+    return records, columns
+
+
+def _trial_table(name: str, output: str = "table") -> None:
+    records, columns = _trial_records(name)
+    print_records(records, columns, output, empty="no trials yet")
 
 
 def _short(value: str) -> str:
@@ -157,60 +162,64 @@ def tune(
             raise JobFailedError(f"tuning job {job!r} failed: {description.get('FailureReason')}")
 
 
+_TUNING_COLUMNS = (
+    Column("name", "HyperParameterTuningJobName"),
+    Column("status", "HyperParameterTuningJobStatus"),
+    Column("strategy", "Strategy"),
+    Column("trials", "Trials"),
+    Column("created", "CreationTime", _when),
+    Column("ended", "HyperParameterTuningEndTime", _when),
+)
+
+
 @tuning_app.command("list")
 def list_command(
-    name_contains: str | None = typer.Option(None, "--name-contains"),
-    status: str | None = typer.Option(None, "--status"),
+    name_contains: str | None = typer.Option(None, "--name-contains", help="Name filter."),
+    status: str | None = typer.Option(None, "--status", help="Only jobs in this status."),
+    output: OutputOption = None,
 ) -> None:
     """List tuning jobs, newest first."""
     from bcd import tuning
 
     summaries = tuning.list_tuning_jobs(name_contains=name_contains, status=status)
-    if not summaries:
-        console.print("no tuning jobs")
-        return
-    table = Table("name", "status", "strategy", "trials", "created", "ended")
     for summary in summaries:
         counters = summary["TrainingJobStatusCounters"]
         ended = sum(counters[key] for key in ("Completed", "Failed", "Stopped", "Pruned"))
         limit = summary["ResourceLimits"]["MaxNumberOfTrainingJobs"]
-        table.add_row(
-            summary["HyperParameterTuningJobName"],
-            summary["HyperParameterTuningJobStatus"],
-            summary["Strategy"],
-            f"{ended}/{limit}",
-            _when(summary["CreationTime"]),
-            _when(summary.get("HyperParameterTuningEndTime")),
-        )
-    console.print(table)
+        summary["Trials"] = f"{ended}/{limit}"
+    print_records(summaries, _TUNING_COLUMNS, choose(output), empty="no tuning jobs")
 
 
 @tuning_app.command("describe")
 def describe_command(
     name: str = typer.Argument(..., help="Tuning job name."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full description as JSON."),
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Status, counts, best training job and the trials of a tuning job."""
     from bcd import tuning
 
     description = tuning.describe_tuning_job(name)
-    if as_json:
-        console.print_json(json.dumps(description, default=_json_default))
-        return
-    _report(description)
-    driver = description["Driver"]
-    if description["HyperParameterTuningJobStatus"] not in _DONE and not driver["Alive"]:
-        console.print(
-            f"[yellow]no driver is running this job;[/] continue it with "
-            f"`bcd tuning-jobs resume {name}`"
-        )
-    _trial_table(name)
+
+    def table() -> None:
+        _report(description)
+        driver = description["Driver"]
+        if description["HyperParameterTuningJobStatus"] not in _DONE and not driver["Alive"]:
+            console.print(
+                f"[yellow]no driver is running this job;[/] continue it with "
+                f"`bcd tuning-jobs resume {name}`"
+            )
+        _trial_table(name)
+
+    print_document(description, choose(output, as_json), table)
 
 
 @tuning_app.command("trials")
-def trials_command(name: str = typer.Argument(..., help="Tuning job name.")) -> None:
+def trials_command(
+    name: str = typer.Argument(..., help="Tuning job name."), output: OutputOption = None
+) -> None:
     """The training jobs of a tuning job, with tuned values and objectives."""
-    _trial_table(name)
+    _trial_table(name, choose(output))
 
 
 @tuning_app.command("stop")

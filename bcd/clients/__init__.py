@@ -11,13 +11,14 @@ from bcd.clients._base import BaseClient, Waiter
 from bcd.clients._registry import RegistryMixin
 from bcd.clients._runtime import RuntimeMixin
 from bcd.clients._training import TrainingMixin
+from bcd.clients._transform import TransformMixin
 from bcd.clients._tuning import TuningMixin
 
 __all__ = ["BaseClient", "Client", "RuntimeClient", "Waiter"]
 
 
-class Client(TrainingMixin, TuningMixin, RegistryMixin):
-    """``bcd.client()``: training jobs, tuning jobs, models, endpoint configs, endpoints."""
+class Client(TrainingMixin, TuningMixin, RegistryMixin, TransformMixin):
+    """``bcd.client()``: training, tuning, transform jobs; models, endpoint configs, endpoints."""
 
 
 class RuntimeClient(RuntimeMixin):

@@ -8,6 +8,7 @@ Public API (the CLI, training jobs and clients use these)::
     list_datasets(), describe_dataset(name), delete_dataset(name)
     dataset_stats(name), render_grid(name, path), render_mosaic(name, patient, path)
     export_dataset(name, out, format="imagefolder" | "lst")
+    collect_garbage(dry_run=False) -> GcReport   # leftovers of interrupted imports
 
 The torch dataset over packed shards is in :mod:`bcd.data.stream` (imports torch).
 """
@@ -22,6 +23,7 @@ from bcd.data._channels import open_channel, open_split, read_file_mode
 from bcd.data._decode import PAD_VALUE, decode_patch
 from bcd.data._explore import dataset_stats, render_grid, render_mosaic
 from bcd.data._export import EXPORT_FORMATS, export_dataset
+from bcd.data._gc import GcReport, Leftover, collect_garbage
 from bcd.data._importer import ImportReport, import_dataset, read_import_report
 from bcd.data._packed import PackedSplit
 from bcd.data._patch_names import PATCH_SIZE, PatchName, parse_patch_path
@@ -32,10 +34,13 @@ __all__ = [
     "PAD_VALUE",
     "PATCH_SIZE",
     "SPLIT_NAMES",
+    "GcReport",
     "ImportReport",
+    "Leftover",
     "PackedSplit",
     "PatchName",
     "SplitSpec",
+    "collect_garbage",
     "dataset_stats",
     "decode_patch",
     "delete_dataset",

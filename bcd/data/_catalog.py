@@ -8,17 +8,21 @@ Layout under the dataset store (``settings.resolved_dataset_root``)::
 A new import or split is written aside (``<name>/.partial-*`` locally, a
 temporary folder for remote stores), moved to its final folder, and becomes
 visible only when the ``datasets`` row pointing at it commits. A process killed
-at any point leaves at most an unreferenced folder, which a later write of the
-same dataset removes.
+at any point leaves at most an unreferenced folder. A partial folder records its
+writer (pid, process start time, host) in :data:`WRITER_FILE`; one whose writer
+is gone is removed by the next import and by ``bcd data gc``, while other
+unreferenced folders are removed once older than :data:`ORPHAN_AGE_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -29,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from bcd._process import is_alive, process_start_time
 from bcd.config import Settings, get_settings
 from bcd.data._tables import DatasetRecord
 from bcd.db import session_scope, utcnow
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 PARTIAL_PREFIX = ".partial-"
 ORPHAN_AGE_S = 600.0
 """Unreferenced folders younger than this may belong to a running import; keep them."""
+WRITER_FILE = ".writer.json"
+"""Inside a partial folder: ``{"pid", "start_time", "host"}`` of the process writing it."""
 
 
 def new_version(kind: str) -> str:
@@ -137,14 +144,61 @@ def staging_folder(store: BaseArtifactStore, name: str) -> Iterator[Path]:
     else:
         folder = Path(tempfile.mkdtemp(prefix="bcd-dataset-"))
     try:
+        _record_writer(folder)
         yield folder
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
+def _record_writer(folder: Path) -> None:
+    writer = {
+        "pid": os.getpid(),
+        "start_time": process_start_time(),
+        "host": socket.gethostname(),
+    }
+    (folder / WRITER_FILE).write_text(json.dumps(writer))
+
+
+def _writer_gone(folder: Path) -> bool | None:
+    """Whether the process writing a partial folder has ended (``None``: unknown)."""
+    try:
+        writer = json.loads((folder / WRITER_FILE).read_text())
+        pid, start_time, host = int(writer["pid"]), writer["start_time"], str(writer["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return None  # another machine's import: not ours to judge
+    return not is_alive(pid, start_time)
+
+
+def leftover_reason(child: Path, now: float | None = None) -> str | None:
+    """Why an unreferenced folder of a dataset may be removed, or ``None`` to keep it.
+
+    Args:
+        child: A folder under ``<dataset>/`` that no catalog row points at.
+        now: The current time (seconds since the epoch).
+
+    Returns:
+        ``"unfinished write; its process is gone"`` for a partial folder whose
+        writer ended, ``"unreferenced for over N s"`` for any folder older than
+        :data:`ORPHAN_AGE_S` whose writer is not known to run, else ``None``.
+    """
+    gone = _writer_gone(child) if child.name.startswith(PARTIAL_PREFIX) else None
+    if gone is True:
+        return "unfinished write; its process is gone"
+    if gone is False or (child / WRITER_FILE).is_file():
+        return None  # still being written, or written by another machine
+    try:
+        age = (now or time.time()) - child.stat().st_mtime
+    except OSError:
+        return None
+    return f"unreferenced for over {ORPHAN_AGE_S:.0f} s" if age >= ORPHAN_AGE_S else None
+
+
 def publish_folder(store: BaseArtifactStore, staged: Path, key: str) -> None:
     """Move a staged folder to ``key`` in the store (not yet visible: no row points at it)."""
+    (staged / WRITER_FILE).unlink(missing_ok=True)
     target = store.local_path(key)
     if target is not None:
         _fsync_tree(staged)
@@ -222,17 +276,14 @@ def remove_folders(store: BaseArtifactStore, keys: list[str | None]) -> None:
                 logger.warning("could not remove superseded folder %s: %s", key, exc)
 
 
-def remove_orphans(settings: Settings, name: str) -> list[str]:
-    """Delete folders of ``name`` that no catalog row points at (crash leftovers).
-
-    Folders younger than :data:`ORPHAN_AGE_S` are kept: another process may still
-    be writing them.
+def find_orphans(settings: Settings, name: str) -> list[tuple[str, str]]:
+    """Folders of ``name`` that no catalog row points at and may go (crash leftovers).
 
     Returns:
-        The keys removed.
+        ``(key, reason)`` pairs (see :func:`leftover_reason`); a folder whose
+        writer still runs, or a young one of unknown writer, is not listed.
     """
-    store = dataset_store(settings)
-    root = store.local_path(name)
+    root = dataset_store(settings).local_path(name)
     if root is None or not root.is_dir():
         return []
     referenced: set[str] = set()
@@ -240,14 +291,31 @@ def remove_orphans(settings: Settings, name: str) -> list[str]:
         record = session.scalars(select(DatasetRecord).where(DatasetRecord.name == name)).first()
         if record is not None:
             referenced = {key for key in (record.location, record.split_location) if key}
-    removed = []
     now = time.time()
-    for child in root.iterdir():
+    found = []
+    for child in sorted(root.iterdir()):
         key = f"{name}/{child.name}"
-        if key in referenced or now - child.stat().st_mtime < ORPHAN_AGE_S:
+        if key in referenced or not child.is_dir():
             continue
-        shutil.rmtree(child, ignore_errors=True)
-        removed.append(key)
+        reason = leftover_reason(child, now)
+        if reason is not None:
+            found.append((key, reason))
+    return found
+
+
+def remove_orphans(settings: Settings, name: str) -> list[str]:
+    """Delete the folders :func:`find_orphans` lists for ``name``.
+
+    Returns:
+        The keys removed.
+    """
+    store = dataset_store(settings)
+    removed = []
+    for key, _reason in find_orphans(settings, name):
+        folder = store.local_path(key)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(key)
     if removed:
         logger.info("removed %d unreferenced folder(s) of dataset %s", len(removed), name)
     return removed

@@ -19,9 +19,11 @@ from bcd.config import Settings, get_settings
 from bcd.data import _catalog
 from bcd.data._decode import ON_SMALL_CHOICES, ChunkResult, decode_chunk, decode_chunk_in_worker
 from bcd.data._decode import init_worker as _init_worker
+from bcd.data._gc import collect_garbage
+from bcd.data._lifeline import die_with_parent
 from bcd.data._packed import PackedSplit, PackedSplitWriter
 from bcd.data._patch_names import BadPatchName, PatchName, is_ignorable, parse_patch_path
-from bcd.data._sources import BaseSource, open_source
+from bcd.data._sources import BaseSource, SourceSpec, open_source
 from bcd.data._split import DEFAULT_FRACTIONS, SplitSpec, stage_splits
 from bcd.errors import InvalidInputError
 from bcd.storage import dataset_store
@@ -130,6 +132,8 @@ def import_dataset(
             "it, or choose another name"
         )
     opened = open_source(source)
+    # Partial folders of imports killed earlier (their process is gone) go first.
+    collect_garbage(settings, only_partial=True)
     report = ImportReport(name=name, source=str(Path(source).expanduser().resolve()))
     try:
         entries = _parse_entries(opened, report)
@@ -209,10 +213,19 @@ def _run_chunks(
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(source.spec,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_pool_worker,
+        initargs=(os.getpid(), source.spec),
     ) as pool:
         chunks = list(_chunks(entries))
         yield from pool.map(decode_chunk_in_worker, chunks, [on_small] * len(chunks))
+
+
+def _init_pool_worker(parent_pid: int, spec: SourceSpec) -> None:
+    """Pool initializer: end with the importing process, then open the source."""
+    die_with_parent(parent_pid)
+    _init_worker(spec)
 
 
 def _decode_all(

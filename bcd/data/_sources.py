@@ -48,16 +48,36 @@ class BaseSource(abc.ABC):
 
 
 class FolderSource(BaseSource):
-    """A folder tree such as ``IDC_regular_ps50_idx5/``."""
+    """A folder tree such as ``IDC_regular_ps50_idx5/``.
+
+    Symlinked folders (a patient folder linked in from elsewhere) are followed;
+    a link that leads back into a folder already walked (a loop, or the same
+    patient reached twice) is refused, since importing it would repeat patches.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.spec = SourceSpec("folder", str(root))
 
     def list_files(self) -> list[str]:
+        """Paths of every file under the root, following symlinked folders.
+
+        Raises:
+            InvalidInputError: A symlinked folder leads to a folder already walked.
+        """
         found: list[str] = []
-        for directory, _dirs, files in os.walk(self.root):
+        walked: dict[str, str] = {}
+        for directory, _dirs, files in os.walk(self.root, followlinks=True):
             relative = Path(directory).relative_to(self.root).as_posix()
+            real = os.path.realpath(directory)
+            if real in walked:
+                seen = "the source folder itself" if walked[real] == "." else repr(walked[real])
+                raise InvalidInputError(
+                    f"symlinked folder {relative!r} in {self.root} leads back to {seen}, "
+                    "which is imported already (a symlink loop, or one folder linked "
+                    "twice); remove that link, or link each patient folder once"
+                )
+            walked[real] = relative
             prefix = "" if relative == "." else f"{relative}/"
             found.extend(prefix + name for name in files)
         return sorted(found)

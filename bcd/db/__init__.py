@@ -23,7 +23,7 @@ from bcd.config import Settings, get_settings
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a store already there skips Alembic entirely (a faster
 # start). tests/db/test_migrations.py checks it against the migration scripts.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _upgraded: set[str] = set()

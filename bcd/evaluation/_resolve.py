@@ -93,12 +93,15 @@ def _registered_model(name: str, settings: Settings) -> Path | None:
         if name == registry.BUNDLED_MODEL:
             from bcd.bundled import MODEL_DIR
 
+            registry.verify_bundled_model(Path(MODEL_DIR))
             return Path(MODEL_DIR)
         return None
     url = str(description["PrimaryContainer"]["ModelDataUrl"])
-    if "://" not in url or url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
     onnx_file = str(description["ModelMetadata"]["onnx"]["file"])
+    if "://" not in url or url.startswith("file://"):
+        folder = Path(url.removeprefix("file://"))
+        registry.verify_onnx(folder / onnx_file, str(description["OnnxSha256"]), name)
+        return folder
     return _fetch_remote(name, url, onnx_file, str(description.get("OnnxSha256") or ""), settings)
 
 
@@ -127,6 +130,9 @@ def _endpoint_variant(name: str, variant: str | None, settings: Settings) -> Mod
                 len(endpoint.variants),
                 picked.variant_name,
             )
+    metadata = registry.describe_model(picked.model_name, settings=settings)["ModelMetadata"]
+    onnx_path = Path(picked.model_dir) / metadata["onnx"]["file"]
+    registry.verify_onnx(onnx_path, picked.onnx_sha256, picked.model_name)
     return ModelTarget(
         reference=name,
         kind="endpoint",

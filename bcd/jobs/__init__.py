@@ -2,7 +2,9 @@
 
 A job runs under its own supervisor process (``python -m bcd.jobs.supervisor
 NAME``), which starts one process per instance under the script-mode contract
-(docs/architecture.md, docs/jobs.md). Public API::
+(docs/architecture.md, docs/jobs.md), through an executor
+(:mod:`bcd.jobs.executors`: child processes here, or Ray actors with
+``BCD_EXECUTOR=ray``, docs/cluster.md). Public API::
 
     TrainingJobService(settings).create(request) / describe / list_jobs / stop / recover_orphans
     create_training_job(request), describe_training_job(name), stop_training_job(name)
@@ -19,7 +21,7 @@ from typing import Any
 from bcd.config import Settings, get_settings
 from bcd.jobs import _logs, _plot, _store
 from bcd.jobs._service import ARN_PREFIX, TrainingJobService
-from bcd.jobs._spec import TUNING_TAG, unique_job_name
+from bcd.jobs._spec import TUNING_TAG, check_data_locations, unique_job_name
 from bcd.jobs._store import ACTIVE, TERMINAL, MetricPoint
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "TUNING_TAG",
     "MetricPoint",
     "TrainingJobService",
+    "check_data_locations",
     "create_training_job",
     "describe_training_job",
     "follow_log",

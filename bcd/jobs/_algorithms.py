@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bcd.config import Settings
+from bcd.errors import InvalidInputError, NotFoundError
 from bcd.jobs._spec import SCRIPT_ALGORITHM, JobSpec
 
 BUILTIN_CHANNELS = ("train", "validation")
@@ -100,3 +102,42 @@ def instance_command(spec: JobSpec, code_dir: Path) -> list[str]:
     if spec.algorithm == SCRIPT_ALGORITHM:
         return algorithm.command(validated, entry_point=spec.entry_point, source_dir=code_dir)
     return algorithm.command(validated)
+
+
+def teacher_model_uri(spec: JobSpec, settings: Settings) -> str | None:
+    """Where the ``teacher`` hyperparameter's model lies, when it names a training job.
+
+    A built-in algorithm's ``teacher`` is a model folder or a training job's name.
+    A folder is read by the trainer itself; a job's model artifact is handed to
+    it as the ``teacher`` channel (unless the job gives that channel itself).
+
+    Returns:
+        The teacher job's model artifact URL, or None when nothing needs fetching.
+
+    Raises:
+        InvalidInputError: The teacher is neither a model folder nor a training
+            job, or that job has no model (yet).
+    """
+    from bcd.jobs import _store
+
+    teacher = str(spec.hyperparameters.get("teacher", "")).strip()
+    if spec.algorithm == SCRIPT_ALGORITHM or not teacher:
+        return None
+    if any(channel.name == "teacher" for channel in spec.channels):
+        return None
+    folder = Path(teacher).expanduser()
+    if (folder / "model.onnx").is_file():
+        return None
+    try:
+        record = _store.get_job(teacher, settings)
+    except NotFoundError:
+        raise InvalidInputError(
+            f"teacher {teacher!r} is neither a model folder (with model.onnx and model.json) "
+            "nor a training job; give a path or the name of a Completed training job"
+        ) from None
+    if record.status != "Completed" or not record.model_artifact:
+        raise InvalidInputError(
+            f"teacher job {teacher!r} is {record.status} and has no model to distil from; "
+            "wait until it is Completed"
+        )
+    return str(record.model_artifact)

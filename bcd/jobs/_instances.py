@@ -1,39 +1,34 @@
-"""The processes of a job: their environment (script-mode contract) and their output.
+"""The instances of a job: their folders, environment (script-mode contract) and output.
 
-Each instance is one process in its own process group, so a stop reaches the
-DataLoader workers it starts too. Its stdout and stderr are read line by line
-into the job log (prefixed ``[algo-k]`` when there are several instances); the
-primary's lines feed the metric scraper, and the last stderr lines of each
-instance are kept for a ``FailureReason`` a human can act on.
+Where an instance process runs is the executor's business
+(:mod:`bcd.jobs.executors`); what it sees is decided here. Its stdout and
+stderr reach the job log line by line through :class:`LogTee` (prefixed
+``[algo-k]`` when there are several instances); the primary's lines feed the
+metric scraper, and the last stderr lines of each instance are kept for a
+``FailureReason`` a human can act on.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from bcd.jobs._algorithms import hyperparameter_arguments, sm_hps
 from bcd.jobs._spec import SCRIPT_ALGORITHM, JobSpec
+from bcd.jobs.executors import BaseInstance, InstancePlacement
 
-STDERR_TAIL_LINES = 12
 
-
-def free_port() -> int:
-    """A TCP port free on loopback now (for ``MASTER_PORT``)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for ``MASTER_PORT``)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -93,17 +88,25 @@ def instance_env(
     spec: JobSpec,
     layout: JobLayout,
     channels: dict[str, Path],
-    rank: int,
-    master_port: int,
-    num_gpus: int,
+    placement: InstancePlacement,
+    master: InstancePlacement,
     base_env: dict[str, str],
 ) -> dict[str, str]:
-    """The environment of instance ``rank`` under the script-mode contract.
+    """The environment of one instance under the script-mode contract.
 
     See "Training job contract" in docs/architecture.md.
+
+    Args:
+        spec: The job.
+        layout: Its folders.
+        channels: Channel name → local folder.
+        placement: Where this instance runs (its rank, CPUs, GPUs).
+        master: The primary's placement (``MASTER_ADDR``/``MASTER_PORT``).
+        base_env: The environment to start from.
     """
+    rank = placement.rank
     hosts = [f"algo-{index + 1}" for index in range(spec.instance_count)]
-    num_cpus = max(1, (os.cpu_count() or 1) // spec.instance_count)
+    num_cpus, num_gpus = placement.num_cpus, placement.num_gpus
     env = dict(base_env)
     env.update(spec.environment)
     env.setdefault("OMP_NUM_THREADS", str(num_cpus))
@@ -133,7 +136,7 @@ def instance_env(
             "SM_HOSTS": json.dumps(hosts),
             "SM_CURRENT_HOST": hosts[rank],
             "SM_NUM_CPUS": str(num_cpus),
-            "SM_NUM_GPUS": str(num_gpus if spec.instance_count == 1 else min(num_gpus, 1)),
+            "SM_NUM_GPUS": str(num_gpus),
             "SM_HPS": sm_hps(spec.hyperparameters),
             "SM_USER_ARGS": json.dumps(hyperparameter_arguments(spec.hyperparameters)),
             "SM_TRAINING_ENV": json.dumps(training_env),
@@ -155,39 +158,18 @@ def instance_env(
     if spec.instance_count > 1:
         env.update(
             {
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(master_port),
+                "MASTER_ADDR": master.address,
+                "MASTER_PORT": str(master.master_port),
                 "RANK": str(rank),
                 "WORLD_SIZE": str(spec.instance_count),
-                # Every instance stands for a machine of its own: local rank 0,
-                # pinned to one GPU of this machine when there are several.
+                # Every instance stands for a machine of its own: local rank 0.
                 "LOCAL_RANK": "0",
             }
         )
-        if num_gpus > 1 and "CUDA_VISIBLE_DEVICES" not in spec.environment:
-            env["CUDA_VISIBLE_DEVICES"] = str(rank % num_gpus)
+    for key, value in placement.env.items():
+        if key not in spec.environment:
+            env[key] = value
     return env
-
-
-@dataclass
-class Instance:
-    """One running process of a job."""
-
-    host: str
-    process: subprocess.Popen[bytes]
-    stderr_tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
-    )
-    readers: list[threading.Thread] = field(default_factory=list)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll()
-
-    def signal_group(self, signum: int) -> None:
-        """Send ``signum`` to the instance's process group (its workers included)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signum)
 
 
 class LogTee:
@@ -212,71 +194,17 @@ class LogTee:
         with self._lock:
             self._log.write(line.rstrip("\n") + "\n")
 
-    def follow(self, instance: Instance, stream: IO[bytes], is_stderr: bool) -> threading.Thread:
-        """Start a thread that copies ``stream`` of ``instance`` line by line."""
-
-        def pump() -> None:
-            prefix = f"[{instance.host}] " if self._prefix_hosts else ""
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                with self._lock:
-                    self._log.write(prefix + line + "\n")
-                if is_stderr:
-                    instance.stderr_tail.append(line)
-                if instance.host == "algo-1":
-                    self._on_primary_line(line)
-            stream.close()
-
-        thread = threading.Thread(target=pump, name=f"{instance.host}-log", daemon=True)
-        thread.start()
-        return thread
+    def emit(self, instance: BaseInstance, line: str, is_stderr: bool) -> None:
+        """Take one line of ``instance``'s output (an executor's ``on_line`` callback)."""
+        prefix = f"[{instance.host}] " if self._prefix_hosts else ""
+        with self._lock:
+            self._log.write(prefix + line + "\n")
+        if is_stderr:
+            instance.stderr_tail.append(line)
+        if instance.host == "algo-1":
+            self._on_primary_line(line)
 
     def close(self) -> None:
         """Close the log file."""
         with self._lock:
             self._log.close()
-
-
-def start_instance(
-    host: str, command: list[str], cwd: Path, env: dict[str, str], tee: LogTee
-) -> Instance:
-    """Start one instance process and its log readers."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        process_group=0,
-        close_fds=True,
-    )
-    instance = Instance(host=host, process=process)
-    assert process.stdout is not None and process.stderr is not None
-    instance.readers = [
-        tee.follow(instance, process.stdout, is_stderr=False),
-        tee.follow(instance, process.stderr, is_stderr=True),
-    ]
-    return instance
-
-
-def stop_instances(instances: list[Instance], grace_s: float) -> None:
-    """SIGTERM every live instance, wait up to ``grace_s``, then SIGKILL what is left."""
-    for instance in instances:
-        if instance.returncode is None:
-            instance.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(i.returncode is None for i in instances):
-        time.sleep(0.1)
-    for instance in instances:
-        if instance.returncode is None:
-            instance.signal_group(signal.SIGKILL)
-            instance.process.wait()
-    kill_leftover_workers(instances)
-
-
-def kill_leftover_workers(instances: list[Instance]) -> None:
-    """SIGKILL what is left in the process groups of ended instances (stray workers)."""
-    for instance in instances:
-        if instance.returncode is not None:
-            instance.signal_group(signal.SIGKILL)

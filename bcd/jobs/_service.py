@@ -19,11 +19,12 @@ from bcd.config import Settings, get_settings
 from bcd.db import utcnow
 from bcd.errors import ConflictError, InvalidInputError
 from bcd.jobs import _store
-from bcd.jobs._algorithms import prepare
+from bcd.jobs._algorithms import prepare, teacher_model_uri
 from bcd.jobs._channels import check_channel
 from bcd.jobs._launcher import job_dir, start_supervisor, terminate, this_host
 from bcd.jobs._spec import PROGRAM_HP, SCRIPT_ALGORITHM, SOURCE_DIR_HP, JobSpec, parse_request
 from bcd.jobs._tables import TrainingJobRecord
+from bcd.jobs.executors import get_executor
 from bcd.storage import FsspecArtifactStore, artifact_store
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ class TrainingJobService:
                 hyperparameter, missing channel.
             NotFoundError: An unknown dataset, channel folder, or parent job.
             ConflictError: A job with that name exists.
+            DependencyMissingError: ``BCD_EXECUTOR=ray`` without Ray installed.
         """
         spec = parse_request(request)
         prepared = prepare(spec)
+        teacher_model_uri(spec, self.settings)  # refuses an unknown or unfinished teacher
         spec.metric_definitions = prepared.metric_definitions
         given = {channel.name for channel in spec.channels}
         missing = [name for name in prepared.required_channels if name not in given]
@@ -78,6 +81,8 @@ class TrainingJobService:
             )
         for channel in spec.channels:
             check_channel(channel.name, channel.uri, self.settings)
+        spec.executor = self.settings.executor
+        get_executor(spec.executor, self.settings).check(spec)
         if spec.checkpoint_source:
             spec.checkpoint_source = self._parent_checkpoints(spec.checkpoint_source)
         checkpoint_uri = spec.checkpoint_uri or artifact_store(self.settings).url(
@@ -102,7 +107,7 @@ class TrainingJobService:
             # Left by a job record that no longer exists (a reset metadata store).
             shutil.move(str(workdir), str(workdir.with_name(f"{spec.name}.old-{time.time_ns()}")))
         try:
-            pid, started = start_supervisor(spec.name, workdir, self.settings)
+            pid, _ = start_supervisor(spec.name, workdir, self.settings)
         except OSError as error:
             _store.set_status(
                 spec.name,
@@ -113,7 +118,9 @@ class TrainingJobService:
                 failure_reason=f"InternalError: could not start the job supervisor: {error}",
             )
             raise
-        _store.update_job(spec.name, self.settings, supervisor_pid=pid, supervisor_start=started)
+        # The start time is left for the supervisor to record once it handles
+        # SIGTERM: until then a stop request only marks the record (see stop).
+        _store.update_job(spec.name, self.settings, supervisor_pid=pid)
         logger.info("training job %s started (%s)", spec.name, spec.algorithm)
         return spec.name
 
@@ -222,7 +229,10 @@ class TrainingJobService:
             raise ConflictError(
                 f"training job {name!r} is {current}; only InProgress jobs can be stopped"
             )
-        if record.host == this_host():
+        record = _store.get_job(name, self.settings)
+        # A supervisor that has not recorded its start time yet cannot handle
+        # SIGTERM; it reads the Stopping status when it starts instead.
+        if record.host == this_host() and record.supervisor_start is not None:
             terminate(record.supervisor_pid, record.supervisor_start)
 
     # -- orphans --------------------------------------------------------------------
@@ -343,6 +353,7 @@ def _describe(record: TrainingJobRecord, events: list[Any], settings: Settings) 
             "LocalPath": f"{record.workdir}/checkpoints",
         },
         "Environment": spec.environment,
+        "Executor": {"Name": spec.executor, "Instances": spec.placements},
         "Tags": spec.tags,
         "CreationTime": _iso(record.created_at),
         "TrainingStartTime": _iso(record.training_start),

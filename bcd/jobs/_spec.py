@@ -9,6 +9,7 @@ says what to fix, never a job that fails later for a reason known up front.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ class JobSpec:
         tags: ``{"Key", "Value"}`` pairs.
         entry_point: Script mode: the script, relative to ``source_dir``.
         source_dir: Script mode: the folder copied into the job.
+        executor: Where the instances run (``local`` or ``ray``, from
+            ``BCD_EXECUTOR`` when the job was created).
+        placements: Where each instance ran, as ``describe_training_job``
+            shows it (``Executor.Instances``); filled in by the supervisor.
     """
 
     name: str
@@ -76,6 +81,8 @@ class JobSpec:
     tags: list[dict[str, str]] = field(default_factory=list)
     entry_point: str | None = None
     source_dir: str | None = None
+    executor: str = "local"
+    placements: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tuning_job_name(self) -> str | None:
@@ -199,6 +206,86 @@ def _channels(value: Any) -> list[ChannelSpec]:
     return channels
 
 
+# URL schemes whose fsspec implementation comes with a bcd extra.
+_SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+
+def check_storage_url(url: str, key: str, *, channel: bool = False) -> None:
+    """Refuse a data or output location no installed filesystem can open.
+
+    Checked when a job is created, so a missing package fails the request
+    instead of the job after training.
+
+    Args:
+        url: A local path, ``file://`` URL, fsspec URL, or (channels only)
+            ``dataset://NAME/SPLIT``.
+        key: The request field, for the message (``OutputDataConfig.S3OutputPath``).
+        channel: Whether ``dataset://`` is allowed (input channels).
+
+    Raises:
+        InvalidInputError: An unknown URL scheme, or one whose package is not
+            installed (the message names the extra to install, e.g. ``bcd[s3]``).
+    """
+    if "://" not in url:
+        return
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "file" or (channel and scheme == "dataset"):
+        return
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as error:
+        extra = _SCHEME_EXTRAS.get(scheme)
+        remedy = (
+            f"install bcd[{extra}] (pip install 'bcd[{extra}]')"
+            if extra
+            else f"install the fsspec filesystem for {scheme}:// ({error})"
+        )
+        raise InvalidInputError(
+            f"{key}: {url!r} is a {scheme}:// URL but its filesystem package is not "
+            f"installed; {remedy}"
+        ) from None
+    except ValueError:
+        kinds = "a local path, file://, s3:// (bcd[s3])"
+        if channel:
+            kinds += ", dataset://NAME/SPLIT"
+        raise InvalidInputError(
+            f"{key}: unknown URL scheme {scheme}:// in {url!r}; use {kinds} or another fsspec URL"
+        ) from None
+
+
+def check_data_locations(request: Mapping[str, Any], prefix: str = "") -> None:
+    """:func:`check_storage_url` on every channel, output and checkpoint URL of a request.
+
+    Args:
+        request: A ``create_training_job`` request or a tuning job's
+            ``TrainingJobDefinition`` (boto3 shapes); malformed entries are left
+            to the request's own validation.
+        prefix: Prepended to key paths (``TrainingJobDefinition.``).
+
+    Raises:
+        InvalidInputError: The first location that cannot be opened.
+    """
+    channels = request.get("InputDataConfig")
+    for index, channel in enumerate(channels if isinstance(channels, list | tuple) else []):
+        if not isinstance(channel, dict):
+            continue
+        try:
+            uri = _channel_uri(channel, index)
+        except InvalidInputError:
+            continue
+        check_storage_url(uri, f"{prefix}InputDataConfig[{index}]", channel=True)
+    outputs = (("OutputDataConfig", "S3OutputPath"), ("CheckpointConfig", "S3Uri"))
+    for section, field_name in outputs:
+        value = request.get(section)
+        url = value.get(field_name) if isinstance(value, dict) else None
+        if url is not None and not isinstance(url, str):
+            raise InvalidInputError(f"{prefix}{section}.{field_name} must be a string, got {url!r}")
+        if url:
+            check_storage_url(url.strip(), f"{prefix}{section}.{field_name}")
+
+
 def _tags(value: Any) -> list[dict[str, str]]:
     if value is None:
         return []
@@ -274,6 +361,7 @@ def parse_request(request: dict[str, Any]) -> JobSpec:
     checkpoint = _mapping(request.get("CheckpointConfig"), "CheckpointConfig")
     environment = _mapping(request.get("Environment"), "Environment")
     hyperparameters = _hyperparameters(request.get("HyperParameters"))
+    check_data_locations(request)
 
     entry_point = source_dir = None
     if algorithm == SCRIPT_ALGORITHM:

@@ -29,22 +29,13 @@ from bcd.config import Settings, get_settings
 from bcd.db import utcnow
 from bcd.errors import BcdError
 from bcd.jobs import _store
-from bcd.jobs._algorithms import instance_command
+from bcd.jobs._algorithms import instance_command, teacher_model_uri
 from bcd.jobs._channels import materialize_channel
-from bcd.jobs._instances import (
-    Instance,
-    JobLayout,
-    LogTee,
-    free_port,
-    gpu_count,
-    instance_env,
-    kill_leftover_workers,
-    start_instance,
-    stop_instances,
-)
+from bcd.jobs._instances import JobLayout, LogTee, instance_env
 from bcd.jobs._launcher import JOB_LOG
 from bcd.jobs._monitor import InstanceSampler, MetricScraper, MetricWriter
 from bcd.jobs._spec import SCRIPT_ALGORITHM, JobSpec
+from bcd.jobs.executors import BaseInstance, InstancePlacement, get_executor, stop_instances
 from bcd.storage import BaseArtifactStore, FsspecArtifactStore, artifact_store
 
 logger = logging.getLogger(__name__)
@@ -80,7 +71,8 @@ class Supervisor:
         self.spec = JobSpec.from_dict(record.spec)
         self.checkpoint_uri = record.checkpoint_uri
         self.layout = JobLayout(Path(record.workdir))
-        self.instances: list[Instance] = []
+        self.executor = get_executor(self.spec.executor, settings)
+        self.instances: list[BaseInstance] = []
         self.stop_event = threading.Event()
         self.stop_kind: str | None = None
         self.grace_s = float(os.environ.get("BCD_JOB_STOP_GRACE_S", settings.job_stop_grace_s))
@@ -122,6 +114,7 @@ class Supervisor:
         except BaseException as error:
             logger.exception("supervisor of %s crashed", self.name)
             stop_instances(self.instances, grace_s=self.grace_s)
+            self._release()
             _store.set_status(
                 self.name,
                 self.settings,
@@ -158,12 +151,25 @@ class Supervisor:
         except BcdError as error:
             self._fail(f"ClientError: the algorithm cannot start: {error}")
             return
+        try:
+            placements = self.executor.reserve(self.spec, self._cancelled)
+        except BcdError as error:
+            self._release()
+            self._fail(f"ClientError: the {self.executor.name} executor cannot run it: {error}")
+            return
+        if placements is None:
+            self._release()
+            self.request_stop("user")
+            self._finish_stopped(started=None)
+            return
         started = utcnow()
+        self._record_placements(placements)
         _store.set_status(
             self.name,
             self.settings,
             secondary="Training",
-            message="Training in progress",
+            message=f"Training in progress on {self.executor.describe()}: "
+            + "; ".join(_where(placement) for placement in placements),
             training_start=started,
         )
         writer = MetricWriter(self.name, self.settings)
@@ -176,24 +182,23 @@ class Supervisor:
 
         tee = LogTee(self.layout.root / JOB_LOG, on_primary_line, self.spec.instance_count > 1)
         sampler = InstanceSampler(
-            lambda: [
-                instance.process.pid for instance in self.instances if instance.returncode is None
-            ],
+            self._live_pids,
             self.layout.root,
             lambda metric, value: writer.add("instance", metric, value),
             interval_s=self.sample_s,
         )
         try:
-            self._start_instances(command, channels, tee)
+            self._start_instances(command, channels, placements, tee)
             sampler.start()
             self._watch(started)
         finally:
             if any(instance.returncode is None for instance in self.instances):
                 stop_instances(self.instances, grace_s=self.grace_s)
-            kill_leftover_workers(self.instances)
             for instance in self.instances:
-                for reader in instance.readers:
-                    reader.join(timeout=10)
+                instance.kill_leftovers()
+            for instance in self.instances:
+                instance.join_output(timeout=10)
+            self._release()
             sampler.close()
             writer.close()
             tee.close()
@@ -208,7 +213,26 @@ class Supervisor:
         self._upload_and_finish(started, metric_count=writer.count)
 
     def _live_pids(self) -> list[int]:
-        return [instance.process.pid for instance in self.instances if instance.returncode is None]
+        return [
+            instance.local_pid
+            for instance in self.instances
+            if instance.returncode is None and instance.local_pid is not None
+        ]
+
+    def _cancelled(self) -> bool:
+        return self.stop_event.is_set() or self._stop_requested_in_store()
+
+    def _release(self) -> None:
+        try:
+            self.executor.close()
+        except Exception:  # releasing must never hide how the job ended
+            logger.exception("the %s executor could not release the job", self.executor.name)
+
+    def _record_placements(self, placements: list[InstancePlacement]) -> None:
+        record = _store.get_job(self.name, self.settings)
+        spec = dict(record.spec)
+        spec["placements"] = [placement.describe(self.executor.name) for placement in placements]
+        _store.update_job(self.name, self.settings, spec=spec)
 
     def _prepare_inputs(self) -> dict[str, Path]:
         layout = self.layout
@@ -220,6 +244,11 @@ class Supervisor:
             )
             for channel in self.spec.channels
         }
+        teacher = teacher_model_uri(self.spec, self.settings)
+        if teacher is not None:
+            channels["teacher"] = materialize_channel(
+                "teacher", teacher, layout.input_data / "teacher", self.settings
+            )
         if self.spec.algorithm == SCRIPT_ALGORITHM and self.spec.source_dir:
             if layout.code.exists():
                 shutil.rmtree(layout.code)
@@ -244,16 +273,20 @@ class Supervisor:
         )
         return True
 
-    def _start_instances(self, command: list[str], channels: dict[str, Path], tee: LogTee) -> None:
+    def _start_instances(
+        self,
+        command: list[str],
+        channels: dict[str, Path],
+        placements: list[InstancePlacement],
+        tee: LogTee,
+    ) -> None:
         cwd = self.layout.code if self.spec.algorithm == SCRIPT_ALGORITHM else self.layout.root
-        port = free_port() if self.spec.instance_count > 1 else 0
-        gpus = gpu_count()
         base_env = dict(os.environ)
-        for rank in range(self.spec.instance_count):
-            env = instance_env(self.spec, self.layout, channels, rank, port, gpus, base_env)
+        for placement in placements:
+            env = instance_env(self.spec, self.layout, channels, placement, placements[0], base_env)
             Path(env["SM_MODEL_DIR"]).mkdir(parents=True, exist_ok=True)
             Path(env["SM_OUTPUT_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
-            self.instances.append(start_instance(f"algo-{rank + 1}", command, cwd, env, tee))
+            self.instances.append(self.executor.start(placement, command, cwd, env, tee.emit))
 
     def _watch(self, started: object) -> None:
         deadline = time.monotonic() + self.spec.max_runtime_s
@@ -424,6 +457,11 @@ class Supervisor:
             allowed_from={"InProgress", "Stopping"},
             **fields,
         )
+
+
+def _where(placement: InstancePlacement) -> str:
+    gpus = f", {placement.num_gpus} GPU" if placement.num_gpus else ""
+    return f"{placement.host} on {placement.node} ({placement.num_cpus} CPU{gpus})"
 
 
 def main(argv: list[str] | None = None) -> int:

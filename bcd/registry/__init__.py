@@ -4,13 +4,16 @@ Services take plain arguments and return dicts in boto3's SageMaker shapes
 (``describe_endpoint`` → ``EndpointStatus``, ``ProductionVariants``, …); the
 low-level client, the SDK and the CLI all call them. Serving uses the typed
 contract: :func:`resolve_endpoint`, :func:`list_endpoints`,
-:func:`record_invocations`, :func:`ensure_bundled_endpoint` and
-:func:`bcd.registry.keys.verify_api_key`.
+:func:`record_invocations`, :func:`ensure_bundled_endpoint`, :func:`fail_endpoint`
+(a model file that no longer matches its recorded SHA-256) and
+:func:`bcd.registry.keys.verify_api_key`. :func:`verify_onnx` checks a model
+file against its recorded digest for other loaders (``bcd evaluate``).
 """
 
 from __future__ import annotations
 
-from bcd.registry._bundled import BUNDLED_MODEL, ensure_bundled_endpoint
+from bcd.registry._artifacts import verify_onnx
+from bcd.registry._bundled import BUNDLED_MODEL, ensure_bundled_endpoint, verify_bundled_model
 from bcd.registry._configs import (
     create_endpoint_config,
     delete_endpoint_config,
@@ -24,7 +27,12 @@ from bcd.registry._endpoints import (
     record_invocations,
     resolve_endpoint,
 )
-from bcd.registry._lifecycle import create_endpoint, delete_endpoint, update_endpoint
+from bcd.registry._lifecycle import (
+    create_endpoint,
+    delete_endpoint,
+    fail_endpoint,
+    update_endpoint,
+)
 from bcd.registry._models import create_model, delete_model, describe_model, list_models
 from bcd.registry._types import (
     CREATING,
@@ -58,10 +66,13 @@ __all__ = [
     "describe_model",
     "endpoint_summaries",
     "ensure_bundled_endpoint",
+    "fail_endpoint",
     "list_endpoint_configs",
     "list_endpoints",
     "list_models",
     "record_invocations",
     "resolve_endpoint",
     "update_endpoint",
+    "verify_bundled_model",
+    "verify_onnx",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bcd.config import Settings
-from bcd.errors import ConflictError, InvalidInputError, NotFoundError
+from bcd.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
 from bcd.neighbourhood import parse_slide_context
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_onnx(path: Path, expected_sha256: str, model_name: str) -> None:
+    """Check that a local ONNX file is the one registered (hashes it once).
+
+    Args:
+        path: The ONNX file.
+        expected_sha256: The digest recorded when the model was created.
+        model_name: For the message.
+
+    Raises:
+        NotFoundError: The file is gone.
+        ArtifactIntegrityError: Its SHA-256 differs (the message names the file
+            and both digests).
+    """
+    if not path.is_file():
+        raise NotFoundError(f"the ONNX file {path} of model {model_name!r} is missing")
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError.mismatch(path, expected_sha256, actual, model_name)
+
+
 def cache_dir(model_name: str, settings: Settings) -> Path:
     """Where a remote model's artifacts are kept on this machine."""
     return settings.home / "cache" / "models" / model_name
@@ -236,16 +256,18 @@ def materialize(
 
     Raises:
         NotFoundError: The artifacts are gone.
-        ConflictError: The ONNX file is not the one registered (changed since).
+        ArtifactIntegrityError: The ONNX file is not the one registered (changed since).
     """
     target = local_model_dir(model_name, url, settings)
     if target.is_dir() and (target / onnx_file).is_file() and (target / MODEL_JSON).is_file():
-        if not verify or file_sha256(target / onnx_file) == onnx_sha256:
+        if not verify:
+            return target
+        actual = file_sha256(target / onnx_file)
+        if actual == onnx_sha256:
             return target
         if is_local(url):
-            raise ConflictError(
-                f"{target / onnx_file} changed since model {model_name!r} was created; "
-                "create a new model from the new artifacts"
+            raise ArtifactIntegrityError.mismatch(
+                target / onnx_file, onnx_sha256, actual, model_name
             )
     elif is_local(url):
         raise NotFoundError(
@@ -260,10 +282,10 @@ def materialize(
     try:
         for name in (MODEL_JSON, onnx_file):
             fs.get_file(f"{path.rstrip('/')}/{name}", str(staging / name))
-        if file_sha256(staging / onnx_file) != onnx_sha256:
-            raise ConflictError(
-                f"{url}/{onnx_file} changed since model {model_name!r} was created; "
-                "create a new model from the new artifacts"
+        actual = file_sha256(staging / onnx_file)
+        if actual != onnx_sha256:
+            raise ArtifactIntegrityError.mismatch(
+                f"{url}/{onnx_file}", onnx_sha256, actual, model_name
             )
         old = None
         if target.exists():

@@ -8,10 +8,15 @@ from pathlib import Path
 
 from bcd.config import Settings, get_settings
 from bcd.db import session_scope
-from bcd.errors import ConflictError, NotFoundError, NotReadyError
+from bcd.errors import ArtifactIntegrityError, ConflictError, NotFoundError, NotReadyError
 from bcd.registry import _artifacts
 from bcd.registry._configs import create_endpoint_config
-from bcd.registry._lifecycle import create_endpoint, delete_endpoint, update_endpoint
+from bcd.registry._lifecycle import (
+    create_endpoint,
+    delete_endpoint,
+    fail_endpoint,
+    update_endpoint,
+)
 from bcd.registry._models import SOURCE_BUNDLED, register_artifact
 from bcd.registry._tables import EndpointConfigRecord, EndpointRecord, ModelRecord
 from bcd.registry._types import FAILED, IN_SERVICE
@@ -20,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "bcd-bundled"
 BUNDLED_VARIANT = "AllTraffic"
+#: SHA-256 of the shipped ``bcd/bundled/model.onnx``: the bundled model is
+#: verified against it before it is registered or refreshed, so a changed file
+#: is refused instead of silently becoming the default model. Replace it together
+#: with the file (``sha256sum bcd/bundled/model.onnx``).
+BUNDLED_ONNX_SHA256 = "ed50fcc21bd070aa3e827cf400db06710153cc024989c7989491f85b42cf9bc9"
 
 
 def bundled_model_dir() -> Path:
@@ -27,6 +37,29 @@ def bundled_model_dir() -> Path:
     from bcd.bundled import MODEL_DIR
 
     return MODEL_DIR
+
+
+def verify_bundled_model(folder: Path | None = None) -> None:
+    """Check the bundled ONNX file against :data:`BUNDLED_ONNX_SHA256`.
+
+    Args:
+        folder: The bundled model's folder (default: the installed one).
+
+    Raises:
+        NotFoundError: The ONNX file is missing.
+        ArtifactIntegrityError: It is not the file this bcd release ships.
+    """
+    folder = folder or bundled_model_dir()
+    _artifacts.verify_onnx(folder / "model.onnx", BUNDLED_ONNX_SHA256, BUNDLED_MODEL)
+
+
+def _fail_bundled_endpoint(name: str, reason: str, settings: Settings) -> None:
+    """Mark the default endpoint ``Failed`` if it serves the bundled config."""
+    with session_scope(settings) as session:
+        endpoint = session.get(EndpointRecord, name)
+        version = endpoint.version if endpoint and endpoint.config_name == name else None
+    if version is not None:
+        fail_endpoint(name, version, reason, settings)
 
 
 def _register_model(folder: Path, settings: Settings) -> bool:
@@ -67,6 +100,8 @@ def ensure_bundled_endpoint(settings: Settings | None = None) -> str:
 
     Raises:
         NotFoundError: The bundled model is not in this installation.
+        ArtifactIntegrityError: The bundled ONNX file is not the one this
+            release ships (the endpoint, when it serves it, is marked ``Failed``).
         NotReadyError: The endpoint exists but is ``Failed`` on a config the
             user chose (the message holds its reason).
     """
@@ -80,6 +115,11 @@ def ensure_bundled_endpoint(settings: Settings | None = None) -> str:
             "'bcd endpoints create'"
         )
     name = settings.default_endpoint
+    try:
+        verify_bundled_model(folder)
+    except ArtifactIntegrityError as error:
+        _fail_bundled_endpoint(name, str(error), settings)
+        raise
     refreshed = _register_model(folder, settings)
     with session_scope(settings) as session:
         has_config = session.get(EndpointConfigRecord, name) is not None

@@ -160,9 +160,12 @@ def _resolved(row: EndpointRow, variants: list[VariantRow], settings: Settings) 
                 model_dir,
                 variant.instance_count,
                 variant.weight,
+                variant.onnx_sha256,
             )
         )
-    return ResolvedEndpoint(row.name, row.status, row.config_name, row.version, resolved)
+    return ResolvedEndpoint(
+        row.name, row.status, row.config_name, row.version, resolved, row.failure_reason
+    )
 
 
 def _snapshots(

@@ -352,6 +352,39 @@ def update_endpoint(
     return {"EndpointArn": arn("endpoint", name)}
 
 
+def fail_endpoint(name: str, version: int, reason: str, settings: Settings | None = None) -> bool:
+    """Mark a serving endpoint ``Failed`` because a server could not load it.
+
+    Serving calls this when a model file no longer matches its recorded
+    SHA-256. Only the version the server tried is marked: an endpoint updated
+    meanwhile (``version`` moved on), deleted, or already failed is left alone.
+
+    Args:
+        name: The endpoint's name.
+        version: The version the server failed to load.
+        reason: The ``FailureReason`` to record (names the file and digests).
+        settings: Defaults to :func:`bcd.config.get_settings`.
+
+    Returns:
+        Whether the endpoint was marked.
+    """
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        result = session.execute(
+            update(EndpointRecord)
+            .where(
+                EndpointRecord.name == name,
+                EndpointRecord.version == version,
+                EndpointRecord.status.in_((IN_SERVICE, UPDATING)),
+            )
+            .values(status=FAILED, failure_reason=reason, updated_at=utcnow())
+        )
+        marked = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if marked:
+        logger.error("endpoint %s is Failed: %s", name, reason)
+    return marked
+
+
 def delete_endpoint(name: str, settings: Settings | None = None) -> None:
     """Delete an endpoint (``Deleting`` → gone); its config stays for re-creation.
 

@@ -27,6 +27,8 @@ class ResolvedVariant:
         instance_count: How many worker replicas to run (``InitialInstanceCount``).
         weight: The variant's raw traffic weight (``InitialVariantWeight``, > 0);
             a variant gets ``weight / sum(weights)`` of unpinned traffic.
+        onnx_sha256: The SHA-256 of the ONNX file recorded when the model was
+            created; a loader checks the file against it once per load.
     """
 
     variant_name: str
@@ -34,6 +36,7 @@ class ResolvedVariant:
     model_dir: Path
     instance_count: int
     weight: float
+    onnx_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class ResolvedEndpoint:
             sees a new version loads and warms the new variants before moving
             traffic to them.
         variants: The production variants of ``config_name``, in config order.
+        failure_reason: Why the endpoint is ``Failed`` (or why its last update
+            failed), when it is.
     """
 
     name: str
@@ -56,6 +61,7 @@ class ResolvedEndpoint:
     config_name: str
     version: int
     variants: list[ResolvedVariant] = field(default_factory=list)
+    failure_reason: str | None = None
 
     @property
     def servable(self) -> bool:

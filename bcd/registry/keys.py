@@ -7,7 +7,9 @@ scrypt and a per-key salt. The database never holds a raw key.
 Verification is cached in memory for :data:`CACHE_TTL_S` seconds per key (the
 cache holds a SHA-256 of the raw key, not the key), so a server pays the
 scrypt cost once per key rather than on every request; a revocation takes
-effect within that many seconds.
+effect within that many seconds. A well-formed key with an unknown id costs
+one scrypt too (against a dummy hash), so the time of an answer does not tell
+a guesser which key ids exist.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "KeyInfo",
     "create_api_key",
     "has_active_api_keys",
+    "key_id_of",
     "list_api_keys",
     "revoke_api_key",
     "verify_api_key",
@@ -52,6 +55,9 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _ALGORITHM = "scrypt:n=16384,r=8,p=1"
 _cache: dict[tuple[str, str], tuple[bytes, float, KeyInfo]] = {}
 _cache_lock = threading.Lock()
+# What an unknown key id's secret is hashed against: as costly as a real key's check.
+_DUMMY_SALT = bytes(16)
+_DUMMY_HASH = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ def _info(record: ApiKeyRecord) -> KeyInfo:
         aware(record.expires_at),
         aware(record.revoked_at),
     )
+
+
+def key_id_of(raw_key: Any) -> str | None:
+    """The public key id inside a raw key, or ``None`` when it is not a well-formed key."""
+    match = _KEY.match(raw_key) if isinstance(raw_key, str) else None
+    return match.group(1) if match else None
 
 
 def _derive(secret: str, salt: bytes, algorithm: str) -> bytes:
@@ -221,11 +233,14 @@ def verify_api_key(raw_key: Any, settings: Settings | None = None) -> KeyInfo:
         return _check_state(cached[2])
     with session_scope(settings) as session:
         record = session.get(ApiKeyRecord, key_id)
+        info = _info(record) if record is not None else None
         if record is None:
-            raise AuthenticationError("unknown API key; check it, or create one (bcd keys create)")
-        info = _info(record)
-        salt, stored, algorithm = bytes.fromhex(record.salt_hex), record.hash_hex, record.algorithm
-    if not hmac.compare_digest(_derive(secret, salt, algorithm), bytes.fromhex(stored)):
+            salt, stored, algorithm = _DUMMY_SALT, _DUMMY_HASH, _ALGORITHM
+        else:
+            salt, stored = bytes.fromhex(record.salt_hex), bytes.fromhex(record.hash_hex)
+            algorithm = record.algorithm
+    matches = hmac.compare_digest(_derive(secret, salt, algorithm), stored)
+    if info is None or not matches:
         raise AuthenticationError("unknown API key; check it, or create one (bcd keys create)")
     with _cache_lock:
         _cache[cache_key] = (fingerprint, now + CACHE_TTL_S, info)

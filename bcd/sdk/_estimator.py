@@ -76,20 +76,92 @@ class TrainingJob:
         self._client.stop_training_job(TrainingJobName=self.name)
 
 
+class Hyperparameters(dict[str, Any]):
+    """The estimator's hyperparameters: a dict that, called, returns a copy.
+
+    SageMaker's ``estimator.hyperparameters()`` is a method; bcd's is this
+    dict, so both ``estimator.hyperparameters()`` and
+    ``estimator.hyperparameters["epochs"]`` work.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self)
+
+
+_EXPLICIT = (
+    "algorithm",
+    "role",
+    "instance_count",
+    "instance_type",
+    "image_uri",
+    "entry_point",
+    "source_dir",
+    "hyperparameters",
+    "metric_definitions",
+    "max_run",
+    "volume_size",
+    "input_mode",
+    "checkpoint_s3_uri",
+    "checkpoint_from_job",
+    "output_path",
+    "base_job_name",
+    "environment",
+    "tags",
+    "sagemaker_session",
+    "settings",
+)
+
+
+def _resolve_algorithm(
+    algorithm: str | None, image_uri: str | None, entry_point: str | None
+) -> str:
+    """``algorithm`` or the one ``image_uri`` names; ``script`` in script mode."""
+    from bcd.sdk._sagemaker import algorithm_from_image
+
+    named = [algorithm_from_image(value) for value in (algorithm, image_uri) if value]
+    if len(set(named)) > 1:
+        raise InvalidInputError(
+            f"algorithm {algorithm!r} and image_uri {image_uri!r} name different algorithms; "
+            "give one of them"
+        )
+    resolved = named[0] if named else "script"
+    if resolved == "script" and not entry_point:
+        raise InvalidInputError(
+            "give algorithm= or image_uri= (image-classification, cnn) or, for script mode, "
+            "entry_point='train.py'"
+        )
+    if resolved != "script" and entry_point:
+        raise InvalidInputError(
+            f"entry_point is for script mode; algorithm {resolved!r} takes none"
+        )
+    return resolved
+
+
 class Estimator:
     """Trains a built-in algorithm or a script-mode script as a bcd training job.
 
+    Takes the SageMaker Python SDK v2 ``Estimator`` arguments, so a ported
+    notebook runs unchanged: ``Estimator(image_uri, role, instance_count,
+    instance_type, …)``. Arguments that mean nothing on one machine (``role``,
+    ``sagemaker_session``, ``subnets``, KMS keys, spot settings…) are kept in
+    :attr:`sagemaker_arguments` and noted in the log.
+
     Args:
-        algorithm: ``"image-classification"`` or ``"cnn"``; leave ``None``
-            with ``entry_point`` for script mode.
+        algorithm: ``"image-classification"`` or ``"cnn"`` (an image URI naming
+            one also works); leave ``None`` with ``entry_point`` for script mode.
+        role: SageMaker's IAM role; recorded (sent as ``RoleArn``), no effect.
+        instance_count: Processes; more than 1 trains data-parallel.
+        instance_type: Recorded as given.
+        image_uri: A SageMaker-style image naming the algorithm
+            (``…/image-classification:1``, see :func:`bcd.sdk.image_uris.retrieve`).
         entry_point: Script mode: the training script (relative to ``source_dir``).
         source_dir: Script mode: the folder copied into the job.
         hyperparameters: Name to value; sent as strings, like SageMaker does.
-        instance_count: Processes; more than 1 trains data-parallel.
-        instance_type: Recorded as given.
         metric_definitions: ``[{"Name", "Regex"}]`` scraped from the job's log
             (built-in algorithms bring their own).
         max_run: ``MaxRuntimeInSeconds``; the job is stopped after it.
+        volume_size: ``ResourceConfig.VolumeSizeInGB``; recorded.
+        input_mode: ``File``, ``Pipe`` or ``FastFile`` (``TrainingInputMode``).
         checkpoint_s3_uri: Where checkpoints are kept; a job started with a
             location that already holds checkpoints resumes from them.
         checkpoint_from_job: Start from the last checkpoint of this job.
@@ -97,49 +169,65 @@ class Estimator:
         base_job_name: Prefix of generated job names (default: the algorithm).
         environment: Extra environment variables for the job's processes.
         tags: ``[{"Key", "Value"}]`` put on every job.
+        sagemaker_session: Accepted and ignored (bcd needs no session).
         settings: Defaults to :func:`bcd.config.get_settings`.
+        **sagemaker_arguments: Other SageMaker ``Estimator`` arguments
+            (``max_wait``, ``use_spot_instances``, ``subnets``…), recorded.
 
     Raises:
-        InvalidInputError: Neither or both of ``algorithm`` and ``entry_point``.
+        InvalidInputError: Neither or both of an algorithm and ``entry_point``,
+            an image naming no algorithm, or an unknown keyword argument (the
+            message lists the accepted ones).
     """
 
     def __init__(
         self,
         algorithm: str | None = None,
+        role: str | None = None,
+        instance_count: int = 1,
+        instance_type: str = "local",
         *,
+        image_uri: str | None = None,
         entry_point: str | None = None,
         source_dir: str | None = None,
         hyperparameters: Mapping[str, Any] | None = None,
-        instance_count: int = 1,
-        instance_type: str = "local",
         metric_definitions: list[dict[str, str]] | None = None,
         max_run: int = 86_400,
+        volume_size: int = 30,
+        input_mode: str = "File",
         checkpoint_s3_uri: str | None = None,
         checkpoint_from_job: str | None = None,
         output_path: str | None = None,
         base_job_name: str | None = None,
         environment: Mapping[str, str] | None = None,
         tags: list[dict[str, str]] | None = None,
+        sagemaker_session: Any = None,
         settings: Settings | None = None,
+        **sagemaker_arguments: Any,
     ) -> None:
-        script_mode = algorithm in (None, "script")
-        if script_mode and not entry_point:
+        from bcd.sdk._sagemaker import ESTIMATOR_IGNORED, check_arguments, note_ignored
+
+        self.sagemaker_arguments = check_arguments(
+            "Estimator", sagemaker_arguments, ESTIMATOR_IGNORED, _EXPLICIT
+        )
+        note_ignored("Estimator", role=role, sagemaker_session=sagemaker_session)
+        if input_mode not in ("File", "Pipe", "FastFile"):
             raise InvalidInputError(
-                "give algorithm= (image-classification, cnn) or, for script mode, "
-                "entry_point='train.py'"
+                f"input_mode must be File, Pipe or FastFile, got {input_mode!r}"
             )
-        if not script_mode and entry_point:
-            raise InvalidInputError(
-                f"entry_point is for script mode; algorithm {algorithm!r} takes none"
-            )
-        self.algorithm = "script" if script_mode else str(algorithm)
+        self.algorithm = _resolve_algorithm(algorithm, image_uri, entry_point)
+        self.image_uri = image_uri
+        self.role = role
+        self.sagemaker_session = sagemaker_session
         self.entry_point = entry_point
         self.source_dir = source_dir
-        self.hyperparameters: dict[str, Any] = dict(hyperparameters or {})
+        self.hyperparameters = Hyperparameters(hyperparameters or {})
         self.instance_count = instance_count
         self.instance_type = instance_type
         self.metric_definitions = list(metric_definitions or [])
         self.max_run = max_run
+        self.volume_size = volume_size
+        self.input_mode = input_mode
         self.checkpoint_s3_uri = checkpoint_s3_uri
         self.checkpoint_from_job = checkpoint_from_job
         self.output_path = output_path
@@ -174,40 +262,20 @@ class Estimator:
         """The ``create_training_job`` request :meth:`fit` sends.
 
         Args:
-            inputs: ``{"train": URI, "validation": URI}``, or one URI for a
-                single ``train`` channel.
+            inputs: A URI or :class:`~bcd.sdk.TrainingInput` for a single
+                ``train`` channel, or a mapping of channel name to either.
             job_name: The job name.
+
+        Raises:
+            InvalidInputError: ``inputs`` of another shape.
         """
-        if isinstance(inputs, str):
-            inputs = {"train": inputs}
-        if inputs is None:
-            inputs = {}
-        if not isinstance(inputs, Mapping):
-            raise InvalidInputError(
-                "fit() inputs must be {'train': URI, 'validation': URI} or one URI string"
-            )
         request: dict[str, Any] = {
             "TrainingJobName": job_name,
-            "AlgorithmSpecification": {
-                "AlgorithmName": self.algorithm,
-                "TrainingInputMode": "File",
-                "MetricDefinitions": self.metric_definitions,
-            },
+            **self.training_job_definition(inputs),
             "HyperParameters": self.hyperparameters_for_job(),
-            "InputDataConfig": [
-                {"ChannelName": channel, "DataSource": {"S3DataSource": {"S3Uri": str(uri)}}}
-                for channel, uri in inputs.items()
-            ],
-            "ResourceConfig": {
-                "InstanceCount": self.instance_count,
-                "InstanceType": self.instance_type,
-            },
-            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_run},
-            "Environment": self.environment,
             "Tags": self.tags,
         }
-        if self.output_path:
-            request["OutputDataConfig"] = {"S3OutputPath": self.output_path}
+        del request["StaticHyperParameters"]
         checkpoint: dict[str, str] = {}
         if self.checkpoint_s3_uri:
             checkpoint["S3Uri"] = self.checkpoint_s3_uri
@@ -217,21 +285,57 @@ class Estimator:
             request["CheckpointConfig"] = checkpoint
         return request
 
+    def training_job_definition(self, inputs: Any) -> dict[str, Any]:
+        """What every job of this estimator trains (a tuner's ``TrainingJobDefinition``).
+
+        Args:
+            inputs: As for :meth:`training_job_request`.
+        """
+        from bcd.sdk._sagemaker import channel_entries
+
+        definition: dict[str, Any] = {
+            "AlgorithmSpecification": {
+                "AlgorithmName": self.algorithm,
+                "TrainingInputMode": self.input_mode,
+                "MetricDefinitions": self.metric_definitions,
+            },
+            "StaticHyperParameters": self.hyperparameters_for_job(),
+            "InputDataConfig": channel_entries(inputs),
+            "ResourceConfig": {
+                "InstanceCount": self.instance_count,
+                "InstanceType": self.instance_type,
+                "VolumeSizeInGB": self.volume_size,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_run},
+            "Environment": self.environment,
+        }
+        if self.output_path:
+            definition["OutputDataConfig"] = {"S3OutputPath": self.output_path}
+        if self.role:
+            definition["RoleArn"] = str(self.role)
+        return definition
+
     def fit(
         self,
         inputs: Any = None,
-        job_name: str | None = None,
         wait: bool = True,
-        logs: bool = True,
+        logs: bool | str = True,
+        job_name: str | None = None,
+        experiment_config: Mapping[str, str] | None = None,
     ) -> TrainingJob:
         """Start a training job on ``inputs``; by default wait for it, streaming its log.
 
+        The order of the arguments is the SageMaker SDK's.
+
         Args:
             inputs: ``{"train": URI, "validation": URI}`` (``dataset://NAME/SPLIT``,
-                folders or fsspec URLs), or one URI for ``train``.
-            job_name: Default: ``<base_job_name>-<time>-<id>``.
+                folders, fsspec URLs or :class:`~bcd.sdk.TrainingInput`), or one
+                of them for ``train``.
             wait: Block until the job ends.
-            logs: While waiting, print the job's log as it grows.
+            logs: While waiting, print the job's log as it grows (``True`` or
+                SageMaker's ``"All"``; ``False`` or ``"None"`` to wait quietly).
+            job_name: Default: ``<base_job_name>-<time>-<id>``.
+            experiment_config: Accepted and ignored (SageMaker Experiments).
 
         Returns:
             The job (also :attr:`latest_training_job`).
@@ -241,13 +345,15 @@ class Estimator:
             JobFailedError: ``wait`` and the job failed.
         """
         from bcd.jobs import unique_job_name
+        from bcd.sdk._sagemaker import note_ignored
 
+        note_ignored("Estimator.fit", experiment_config=experiment_config)
         name = job_name or unique_job_name(self.base_job_name)
         client = self._get_client()
         client.create_training_job(**self.training_job_request(inputs, name))
         self.latest_training_job = TrainingJob(name, client)
         if wait:
-            self.latest_training_job.wait(logs=logs)
+            self.latest_training_job.wait(logs=logs_wanted(logs))
         return self.latest_training_job
 
     def _require_job(self) -> TrainingJob:
@@ -268,6 +374,7 @@ class Estimator:
         endpoint_name: str | None = None,
         model_name: str | None = None,
         wait: bool = True,
+        **sagemaker_arguments: Any,
     ) -> Predictor:
         """Register the latest job's model and serve it on an endpoint.
 
@@ -277,12 +384,14 @@ class Estimator:
             endpoint_name: Default: generated.
             model_name: Default: generated.
             wait: Wait until the endpoint is ``InService``.
+            **sagemaker_arguments: SageMaker ``deploy`` arguments with no
+                effect here (``serializer``, ``deserializer``, ``tags``…), noted.
 
         Returns:
             A :class:`~bcd.sdk.Predictor` on the endpoint.
 
         Raises:
-            InvalidInputError: No job has been started.
+            InvalidInputError: No job has been started, or an unknown argument.
             ConflictError: The job has not completed.
         """
         from bcd.sdk._model import Model
@@ -294,4 +403,12 @@ class Estimator:
             instance_type=instance_type,
             endpoint_name=endpoint_name,
             wait=wait,
+            **sagemaker_arguments,
         )
+
+
+def logs_wanted(logs: bool | str) -> bool:
+    """SageMaker's ``logs`` (``"All"``, ``"None"``, ``"Training"``…) or a bool, as a bool."""
+    if isinstance(logs, str):
+        return logs.strip().lower() not in ("none", "false", "")
+    return bool(logs)

@@ -21,9 +21,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 from bcd.config import Settings, get_settings
 from bcd.errors import InvalidInputError, JobFailedError
@@ -79,8 +80,30 @@ class CategoricalParameter(_Parameter):
         return {"Name": name, "Values": [str(value) for value in self.values]}
 
 
+_TUNER_EXPLICIT = (
+    "estimator",
+    "objective_metric_name",
+    "hyperparameter_ranges",
+    "metric_definitions",
+    "strategy",
+    "objective_type",
+    "max_jobs",
+    "max_parallel_jobs",
+    "early_stopping_type",
+    "random_seed",
+    "base_tuning_job_name",
+    "warm_start_config",
+    "warm_start_parents",
+    "settings",
+)
+
+
 class HyperparameterTuner:
     """Tunes an estimator's hyperparameters with a tuning job.
+
+    The arguments, and their order, are the SageMaker SDK v2's; the ones with
+    no effect here (``max_runtime_in_seconds``, ``tags``, ``strategy_config``…)
+    are kept in :attr:`sagemaker_arguments` and noted in the log.
 
     Args:
         estimator: A :class:`bcd.sdk.Estimator` (its algorithm, fixed
@@ -88,16 +111,23 @@ class HyperparameterTuner:
         objective_metric_name: The metric to optimise (built-in, or one of
             ``metric_definitions``).
         hyperparameter_ranges: Hyperparameter name → range object.
+        metric_definitions: Extra ``{Name, Regex}`` pairs (script mode).
         strategy: ``Bayesian``, ``Random``, ``Grid`` or ``Hyperband``.
         objective_type: ``Maximize`` or ``Minimize``.
         max_jobs: Trials in all (``None`` with ``Grid``: the whole grid).
         max_parallel_jobs: Trials at once.
         early_stopping_type: ``Off`` or ``Auto``.
-        metric_definitions: Extra ``{Name, Regex}`` pairs (script mode).
         random_seed: Seed for reproducible suggestions.
         base_tuning_job_name: Prefix of generated tuning job names.
+        warm_start_config: A SageMaker ``WarmStartConfig`` (its ``parents``
+            are learnt from, like ``warm_start_parents``).
         warm_start_parents: Names of parent tuning jobs to learn from.
         settings: Where the metadata store is.
+        **sagemaker_arguments: Other SageMaker ``HyperparameterTuner`` arguments.
+
+    Raises:
+        InvalidInputError: A range that is not a parameter object, or an
+            unknown keyword argument (the message lists the accepted ones).
     """
 
     def __init__(
@@ -105,17 +135,25 @@ class HyperparameterTuner:
         estimator: Any,
         objective_metric_name: str,
         hyperparameter_ranges: Mapping[str, _Parameter],
+        metric_definitions: list[dict[str, str]] | None = None,
         strategy: str = "Bayesian",
         objective_type: str = "Maximize",
         max_jobs: int | None = 1,
         max_parallel_jobs: int = 1,
+        *,
         early_stopping_type: str = "Off",
-        metric_definitions: list[dict[str, str]] | None = None,
         random_seed: int | None = None,
         base_tuning_job_name: str | None = None,
+        warm_start_config: Any = None,
         warm_start_parents: Sequence[str] = (),
         settings: Settings | None = None,
+        **sagemaker_arguments: Any,
     ) -> None:
+        from bcd.sdk._sagemaker import TUNER_IGNORED, check_arguments
+
+        self.sagemaker_arguments = check_arguments(
+            "HyperparameterTuner", sagemaker_arguments, TUNER_IGNORED, _TUNER_EXPLICIT
+        )
         for name, parameter in hyperparameter_ranges.items():
             if not isinstance(parameter, _Parameter):
                 raise InvalidInputError(
@@ -133,7 +171,8 @@ class HyperparameterTuner:
         self.metric_definitions = list(metric_definitions or [])
         self.random_seed = random_seed
         self.base_tuning_job_name = base_tuning_job_name or "bcd-tuning"
-        self.warm_start_parents = list(warm_start_parents)
+        parents = list(getattr(warm_start_config, "parents", None) or ())
+        self.warm_start_parents = [*warm_start_parents, *sorted(map(str, parents))]
         self.settings = settings or getattr(estimator, "settings", None) or get_settings()
         self.latest_tuning_job: str | None = None
 
@@ -175,29 +214,74 @@ class HyperparameterTuner:
             }
         return request
 
-    def fit(self, inputs: Any = None, job_name: str | None = None, wait: bool = True) -> None:
-        """Start a tuning job; with ``wait`` block until it ends.
+    def fit(
+        self,
+        inputs: Any = None,
+        job_name: str | None = None,
+        include_cls_metadata: bool = False,
+        estimator_kwargs: Mapping[str, Any] | None = None,
+        wait: bool = True,
+        logs: bool | str = True,
+        stream: IO[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Start a tuning job; with ``wait`` block until it ends, showing progress.
 
         Args:
-            inputs: Channel name → data URI, or one URI (the ``train`` channel).
+            inputs: Channel name → data URI or :class:`~bcd.sdk.TrainingInput`,
+                or one of them (the ``train`` channel).
             job_name: The tuning job name (≤ 32 characters); default a
                 timestamped name from ``base_tuning_job_name``.
+            include_cls_metadata: SageMaker's; accepted and ignored.
+            estimator_kwargs: SageMaker's (multi-estimator tuning); accepted
+                and ignored.
             wait: Block until the tuning job ends.
+            logs: While waiting, print a line each time the trial counts or
+                the best trial change (``False`` or ``"None"``: wait quietly).
+            stream: Where progress goes; default ``sys.stdout`` (a notebook cell).
+            **kwargs: What SageMaker passes on to the estimator's ``fit``
+                (``experiment_config``); accepted and ignored.
 
         Raises:
-            InvalidInputError: The request is invalid (the message names the key).
+            InvalidInputError: The request is invalid (the message names the key),
+                or an unknown keyword argument.
             JobFailedError: With ``wait``, the tuning job failed.
         """
         from bcd import tuning
+        from bcd.sdk._estimator import logs_wanted
+        from bcd.sdk._sagemaker import check_arguments, note_ignored
 
+        explicit = ("inputs", "job_name", "include_cls_metadata", "estimator_kwargs", "wait")
+        check_arguments(
+            "HyperparameterTuner.fit",
+            kwargs,
+            frozenset({"experiment_config"}),
+            (*explicit, "logs", "stream"),
+        )
+        note_ignored(
+            "HyperparameterTuner.fit",
+            include_cls_metadata=include_cls_metadata or None,
+            estimator_kwargs=estimator_kwargs,
+        )
         name = job_name or _timestamped(self.base_tuning_job_name)
         tuning.create_tuning_job(self.request(inputs, name), self.settings)
         self.latest_tuning_job = name
         if wait:
-            self.wait()
+            self.wait(progress=(stream or sys.stdout) if logs_wanted(logs) else None)
 
-    def wait(self, poll_s: float = 2.0, timeout_s: float | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+        progress: IO[str] | None = None,
+    ) -> dict[str, Any]:
         """Block until the latest tuning job ends; return its description.
+
+        Args:
+            poll_s: Seconds between looks at the tuning job.
+            timeout_s: Give up after this long (``None``: wait for the end).
+            progress: Where to print a line each time the trial counts or the
+                best trial change, and one at the end (``None``: quiet).
 
         Raises:
             JobFailedError: The tuning job failed.
@@ -208,9 +292,15 @@ class HyperparameterTuner:
 
         name = self._require_job()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        shown = ""
         while True:
             description = tuning.describe_tuning_job(name, self.settings)
             status = description["HyperParameterTuningJobStatus"]
+            line = progress_line(description)
+            if progress is not None and line != shown:
+                progress.write(line + "\n")
+                progress.flush()
+                shown = line
             if status in ("Completed", "Stopped"):
                 return description
             if status == "Failed":
@@ -304,6 +394,28 @@ class TuningAnalytics:
         return pandas.DataFrame(self.rows())
 
 
+def progress_line(description: Mapping[str, Any]) -> str:
+    """One line on a tuning job: status, trial counts and the best trial so far."""
+    counters = description.get("TrainingJobStatusCounters") or {}
+    limits = (description.get("HyperParameterTuningJobConfig") or {}).get("ResourceLimits") or {}
+    total = limits.get("MaxNumberOfTrainingJobs", "?")
+    ended = sum(int(counters.get(key, 0)) for key in ("Completed", "Failed", "Stopped", "Pruned"))
+    parts = [
+        f"{description['HyperParameterTuningJobName']}: "
+        f"{description['HyperParameterTuningJobStatus']}",
+        f"trials {ended}/{total} ended ({counters.get('Completed', 0)} completed, "
+        f"{counters.get('InProgress', 0)} running, {counters.get('Failed', 0)} failed, "
+        f"{counters.get('Stopped', 0) + counters.get('Pruned', 0)} stopped)",
+    ]
+    best = description.get("BestTrainingJob") or {}
+    objective = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    if objective:
+        parts.append(
+            f"best {objective['MetricName']}={objective['Value']:.4g} ({best['TrainingJobName']})"
+        )
+    return " · ".join(parts)
+
+
 def training_job_definition(
     estimator: Any, inputs: Any, metric_definitions: list[dict[str, str]]
 ) -> dict[str, Any]:
@@ -365,23 +477,12 @@ def _definition_from_attributes(estimator: Any, inputs: Any) -> dict[str, Any]:
     output_path = getattr(estimator, "output_path", None)
     if output_path:
         definition["OutputDataConfig"] = {"S3OutputPath": str(output_path)}
-    channels = _channels(inputs)
+    from bcd.sdk._sagemaker import channel_entries
+
+    channels = channel_entries(inputs)
     if channels:
         definition["InputDataConfig"] = channels
     return definition
-
-
-def _channels(inputs: Any) -> list[dict[str, Any]]:
-    if inputs is None:
-        return []
-    if isinstance(inputs, str):
-        inputs = {"train": inputs}
-    if not isinstance(inputs, Mapping):
-        raise InvalidInputError("inputs must be a data URI or a mapping of channel name to URI")
-    return [
-        {"ChannelName": name, "DataSource": {"S3DataSource": {"S3Uri": str(uri)}}}
-        for name, uri in inputs.items()
-    ]
 
 
 def _timestamped(base: str) -> str:

@@ -10,6 +10,13 @@ the in-process client alike, so both refuse bad input the same way:
 - ``multipart/form-data``: one image per file part;
 - ``application/x-npy``: a ``H×W×3`` or ``N×H×W×3`` uint8 array (no pickles).
 
+Memory is bounded per request: before any pixel is decoded, every image's
+size is read from its header (PNG, JPEG and TIFF files) or its array shape
+(JSON ``instances``, ``.npy`` batches) and counted against a budget of
+decoded pixels per request (``Settings.max_request_pixels``), so no request
+holds more than ``3 × max_request_pixels`` bytes of decoded images. Images are
+then decoded one after another.
+
 Bad input raises :class:`~bcd.errors.InvalidInputError` (400),
 :class:`~bcd.errors.UnsupportedMediaTypeError` (415) or
 :class:`~bcd.errors.PayloadTooLargeError` (413); nothing else escapes.
@@ -20,11 +27,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import struct
 import warnings
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -39,6 +49,9 @@ SUPPORTED_TYPES = (
 )
 # A hard cap on images per request, whatever the body limit allows.
 MAX_IMAGES_PER_REQUEST = 4096
+# Decoded pixels per request unless told otherwise (Settings.max_request_pixels):
+# four images of 4096×4096, 192 MiB of RGB.
+DEFAULT_REQUEST_PIXELS = 4 * 4096 * 4096
 _PILLOW_FORMATS = ("PNG", "JPEG", "TIFF")
 _NPY_MAX_HEADER = 4096
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,8 +62,24 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """An image file still to decode, and how messages name it."""
+
+    data: bytes
+    what: str
+
+
+# What a body holds before decoding: decoded arrays and image files.
+_Item: TypeAlias = np.ndarray | _Encoded
+
+
 def decode_request(
-    content_type: str | None, body: bytes, *, max_image_pixels: int
+    content_type: str | None,
+    body: bytes,
+    *,
+    max_image_pixels: int,
+    max_request_pixels: int = DEFAULT_REQUEST_PIXELS,
 ) -> list[np.ndarray]:
     """Decode a request body into RGB patches.
 
@@ -58,6 +87,8 @@ def decode_request(
         content_type: The ``Content-Type`` header value (parameters allowed).
         body: The whole request body.
         max_image_pixels: Largest ``width × height`` accepted per image.
+        max_request_pixels: Largest sum of ``width × height`` over the
+            request's images, counted from headers and shapes before decoding.
 
     Returns:
         One ``H×W×3`` uint8 array per image, in request order (at least one).
@@ -65,30 +96,84 @@ def decode_request(
     Raises:
         UnsupportedMediaTypeError: The content type is missing or not accepted.
         InvalidInputError: The body cannot be decoded, or an array has the wrong shape.
-        PayloadTooLargeError: An image is over ``max_image_pixels`` or there are too many.
+        PayloadTooLargeError: An image is over ``max_image_pixels``, the images
+            together are over ``max_request_pixels``, or there are too many.
     """
     kind = media_type(content_type)
+    items: list[_Item]
     if kind in IMAGE_TYPES:
-        images = [decode_image(body, max_image_pixels)]
+        items = [_Encoded(body, "the image")]
     elif kind == "application/json":
-        images = _decode_json(body, max_image_pixels)
+        items = _decode_json(body, max_image_pixels, max_request_pixels)
     elif kind == "multipart/form-data":
-        images = _decode_multipart(content_type or "", body, max_image_pixels)
+        items = _decode_multipart(content_type or "", body)
     elif kind == "application/x-npy":
-        images = _decode_npy(body, max_image_pixels)
+        items = _decode_npy(body, max_image_pixels, max_request_pixels)
     else:
         shown = kind or "none"
         raise UnsupportedMediaTypeError(
             f"content type {shown!r} is not accepted; send one of: {', '.join(SUPPORTED_TYPES)}"
         )
-    if not images:
+    if not items:
         raise InvalidInputError("the request holds no image")
-    if len(images) > MAX_IMAGES_PER_REQUEST:
+    _check_count(len(items))
+    total = 0
+    for item in items:
+        if isinstance(item, _Encoded):
+            total += image_pixels(item.data, max_image_pixels, item.what)
+        else:
+            total += item.shape[0] * item.shape[1]
+        _check_budget(total, max_request_pixels)
+    return [
+        decode_image(item.data, max_image_pixels, item.what) if isinstance(item, _Encoded) else item
+        for item in items
+    ]
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_IMAGES_PER_REQUEST:
         raise PayloadTooLargeError(
-            f"the request holds {len(images)} images; the limit is {MAX_IMAGES_PER_REQUEST} "
+            f"the request holds {count} images; the limit is {MAX_IMAGES_PER_REQUEST} "
             "per request, split it into several requests"
         )
-    return images
+
+
+def _check_budget(total: int, max_request_pixels: int) -> None:
+    if total > max_request_pixels:
+        raise PayloadTooLargeError(
+            f"the request's images hold more than {max_request_pixels} pixels together "
+            "(the per-request limit, BCD_MAX_REQUEST_PIXELS); send fewer or smaller "
+            "images per request"
+        )
+
+
+def image_pixels(data: bytes, max_image_pixels: int, what: str = "the image") -> int:
+    """``width × height`` of a PNG, JPEG or TIFF file, read from its header alone.
+
+    Args:
+        data: The file's bytes.
+        max_image_pixels: Largest ``width × height`` accepted.
+        what: How messages name the image.
+
+    Returns:
+        The declared pixel count (at most ``max_image_pixels``).
+
+    Raises:
+        InvalidInputError: The bytes are empty or the header is not a readable
+            PNG, JPEG or TIFF header.
+        PayloadTooLargeError: The header declares more than ``max_image_pixels``.
+    """
+    if not data:
+        raise _empty(what)
+    png = _png_size(data)
+    if png is not None:
+        width, height = png
+    else:
+        with _pillow_errors(what), _open_pillow(data) as image:
+            width, height = image.size
+    if width * height > max_image_pixels:
+        raise _too_many_pixels(what, width, height, max_image_pixels)
+    return width * height
 
 
 def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") -> np.ndarray:
@@ -101,22 +186,44 @@ def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") ->
         InvalidInputError: The bytes are empty or not a readable PNG, JPEG or TIFF.
         PayloadTooLargeError: The image has more than ``max_image_pixels`` pixels.
     """
-    from PIL import Image
-
     if not data:
-        raise InvalidInputError(f"{what} is empty; send the bytes of a PNG, JPEG or TIFF file")
+        raise _empty(what)
     pixels = _decode_rgb_png(data, max_image_pixels)
     if pixels is not None:
         return pixels
+    with _pillow_errors(what), _open_pillow(data) as image:
+        width, height = image.size
+        if width * height > max_image_pixels:
+            raise _too_many_pixels(what, width, height, max_image_pixels)
+        # Most patches are RGB already: converting would only copy them.
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise InvalidInputError(f"{what} did not decode to RGB pixels")
+    return pixels
+
+
+def _empty(what: str) -> InvalidInputError:
+    return InvalidInputError(f"{what} is empty; send the bytes of a PNG, JPEG or TIFF file")
+
+
+@contextlib.contextmanager
+def _open_pillow(data: bytes) -> Iterator[Any]:
+    """The image opened lazily by Pillow (header read, no pixel decoded yet)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as image:
+            yield image
+
+
+@contextlib.contextmanager
+def _pillow_errors(what: str) -> Iterator[None]:
+    """Pillow's failures as ``InvalidInputError`` / ``PayloadTooLargeError``."""
+    from PIL import Image
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as image:
-                width, height = image.size
-                if width * height > max_image_pixels:
-                    raise _too_many_pixels(what, width, height, max_image_pixels)
-                # Most patches are RGB already: converting would only copy them.
-                pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        yield
     except PayloadTooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -128,9 +235,14 @@ def decode_image(data: bytes, max_image_pixels: int, what: str = "the image") ->
             f"{what} could not be decoded as PNG, JPEG or TIFF ({type(error).__name__}); "
             "check that the file is a complete image"
         ) from error
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise InvalidInputError(f"{what} did not decode to RGB pixels")
-    return pixels
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR (the PNG spec puts it first), else ``None``."""
+    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
 
 
 def _decode_rgb_png(data: bytes, max_image_pixels: int) -> np.ndarray | None:
@@ -169,7 +281,7 @@ def _too_many_pixels(what: str, width: int, height: int, limit: int) -> PayloadT
     )
 
 
-def _decode_json(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
+def _decode_json(body: bytes, max_image_pixels: int, max_request_pixels: int) -> list[_Item]:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
@@ -178,24 +290,30 @@ def _decode_json(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
         instances = document["instances"]
         if not isinstance(instances, list):
             raise InvalidInputError('"instances" must be a list of H×W×3 arrays')
-        return [_instance(item, index, max_image_pixels) for index, item in enumerate(instances)]
+        _check_count(len(instances))
+        items: list[_Item] = []
+        total = 0
+        for index, item in enumerate(instances):
+            items.append(_instance(item, index, max_image_pixels))
+            if isinstance(items[-1], np.ndarray):
+                total += items[-1].shape[0] * items[-1].shape[1]
+                _check_budget(total, max_request_pixels)
+        return items
     if isinstance(document, dict) and "image" in document:
-        return [_base64_image(document["image"], "the image", max_image_pixels)]
+        return [_base64_image(document["image"], "the image")]
     if isinstance(document, dict) and "images" in document:
-        items = document["images"]
-        if not isinstance(items, list):
+        files = document["images"]
+        if not isinstance(files, list):
             raise InvalidInputError('"images" must be a list of base64-encoded image files')
-        return [
-            _base64_image(item, f"image {index}", max_image_pixels)
-            for index, item in enumerate(items)
-        ]
+        _check_count(len(files))
+        return [_base64_image(item, f"image {index}") for index, item in enumerate(files)]
     raise InvalidInputError(
         'JSON bodies must be {"instances": [H×W×3 arrays]}, {"image": "<base64>"} '
         'or {"images": ["<base64>", …]}'
     )
 
 
-def _base64_image(value: Any, what: str, max_image_pixels: int) -> np.ndarray:
+def _base64_image(value: Any, what: str) -> _Encoded:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a base64 string of a PNG, JPEG or TIFF file")
     if value.startswith("data:"):
@@ -205,13 +323,13 @@ def _base64_image(value: Any, what: str, max_image_pixels: int) -> np.ndarray:
         data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError) as error:
         raise InvalidInputError(f"{what} is not valid base64: {error}") from error
-    return decode_image(data, max_image_pixels, what)
+    return _Encoded(data, what)
 
 
-def _instance(item: Any, index: int, max_image_pixels: int) -> np.ndarray:
+def _instance(item: Any, index: int, max_image_pixels: int) -> _Item:
     what = f"instance {index}"
     if isinstance(item, dict) and "b64" in item:
-        return _base64_image(item["b64"], what, max_image_pixels)
+        return _base64_image(item["b64"], what)
     if not isinstance(item, list):
         raise InvalidInputError(f"{what} must be an H×W×3 array of numbers 0–255")
     try:
@@ -237,7 +355,7 @@ def _check_pixels(array: np.ndarray, what: str, max_image_pixels: int) -> np.nda
     return np.rint(array).astype(np.uint8)
 
 
-def _decode_npy(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
+def _decode_npy(body: bytes, max_image_pixels: int, max_request_pixels: int) -> list[_Item]:
     # The header is read and checked by hand so that a header declaring a
     # huge shape never allocates memory, and pickled objects are never loaded.
     stream = io.BytesIO(body)
@@ -266,30 +384,32 @@ def _decode_npy(body: bytes, max_image_pixels: int) -> list[np.ndarray]:
         raise InvalidInputError(
             f"the .npy array declares shape {shape} ({count} bytes) but holds {len(data)} bytes"
         )
+    images, height, width = (1, *shape[:2]) if len(shape) == 3 else shape[:3]
+    _check_count(images)
+    _check_budget(images * height * width, max_request_pixels)
     array = np.frombuffer(data, dtype=np.uint8).reshape(shape, order="F" if fortran_order else "C")
     batch = array[np.newaxis] if array.ndim == 3 else array
-    if len(batch) > MAX_IMAGES_PER_REQUEST:
-        raise PayloadTooLargeError(
-            f"the .npy array holds {len(batch)} images; the limit is {MAX_IMAGES_PER_REQUEST}"
-        )
     return [
         _check_pixels(image, f"image {index}", max_image_pixels)
         for index, image in enumerate(batch)
     ]
 
 
-def _decode_multipart(content_type: str, body: bytes, max_image_pixels: int) -> list[np.ndarray]:
-    from python_multipart.multipart import MultipartParser, parse_options_header
+def _decode_multipart(content_type: str, body: bytes) -> list[_Item]:
+    from python_multipart.multipart import parse_options_header
 
-    _, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise InvalidInputError("multipart/form-data needs a boundary parameter in Content-Type")
+    from bcd.serving._multipart import MultipartStream, boundary_of
+
     parts: list[dict[str, Any]] = []
     header: dict[str, bytes] = {}
 
     def on_part_begin() -> None:
         parts.append({"headers": {}, "data": []})
+        if len(parts) > MAX_IMAGES_PER_REQUEST:
+            raise PayloadTooLargeError(
+                f"the multipart form has more than {MAX_IMAGES_PER_REQUEST} parts, the limit "
+                "of images per request; split it into several requests"
+            )
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header["field"] = header.get("field", b"") + data[start:end]
@@ -304,34 +424,25 @@ def _decode_multipart(content_type: str, body: bytes, max_image_pixels: int) -> 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1]["data"].append(data[start:end])
 
-    def on_end() -> None:
-        header["ended"] = b"yes"
-
-    parser = MultipartParser(
-        boundary,
+    stream = MultipartStream(
+        boundary_of(content_type),
         {
             "on_part_begin": on_part_begin,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
             "on_part_data": on_part_data,
-            "on_end": on_end,
         },
     )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except Exception as error:
-        raise InvalidInputError(f"the multipart body could not be parsed: {error}") from error
-    if "ended" not in header:
-        raise InvalidInputError("the multipart body is incomplete: its closing boundary is missing")
-    images = []
+    stream.write(body)
+    stream.finish()
+    files: list[_Item] = []
     for index, part in enumerate(parts):
         _, disposition = parse_options_header(part["headers"].get("content-disposition"))
         part_type = media_type(part["headers"].get("content-type", b"").decode("latin-1"))
         if b"filename" not in disposition and part_type not in IMAGE_TYPES:
             continue  # a plain form field, not a file
-        images.append(decode_image(b"".join(part["data"]), max_image_pixels, f"file part {index}"))
-    if not images:
+        files.append(_Encoded(b"".join(part["data"]), f"file part {index}"))
+    if not files:
         raise InvalidInputError("the multipart form holds no file parts; attach image files")
-    return images
+    return files

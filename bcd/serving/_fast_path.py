@@ -124,8 +124,10 @@ class ScoringFastPath:
         settings = state.settings
         try:
             if state.keys_required:
+                client = scope.get("client")
                 await state.key_verifier.verify(
-                    key_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+                    key_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key")),
+                    client[0] if client else None,
                 )
             body = await read_asgi_body(receive, headers.get(b"content-length"), settings)
             invocation = await state.service.invoke(

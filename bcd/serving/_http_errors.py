@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from bcd import errors
 
@@ -25,6 +26,7 @@ HTTP_STATUS: dict[type[errors.BcdError], int] = {
     errors.PermissionDeniedError: 403,
     errors.NotReadyError: 503,
     errors.BcdTimeoutError: 504,
+    errors.RateLimitedError: 429,
     errors.DependencyMissingError: 500,
     errors.JobFailedError: 500,
 }
@@ -57,6 +59,9 @@ def error_answer(error: errors.BcdError) -> tuple[int, bytes, dict[str, str]]:
     else:
         logger.debug("request refused: %s", error.code)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return status, error_body(error.code, error.message), headers
 
 

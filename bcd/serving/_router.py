@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bcd.config import Settings
-from bcd.errors import NotFoundError, NotReadyError, UnknownVariantError
+from bcd.errors import ArtifactIntegrityError, NotFoundError, NotReadyError, UnknownVariantError
 from bcd.serving._metrics import ServingMetrics
 from bcd.serving._runtime import ModelRuntime, available_cores
 from bcd.serving._source import BaseEndpointSource, EndpointSpec
@@ -237,6 +237,8 @@ class EndpointRouter:
                 )
                 with self._lock:
                     self._failed[spec.name] = (spec.version, reason)
+                if isinstance(error, ArtifactIntegrityError):
+                    self._record_failure(spec, reason)
                 return
             with self._lock:
                 old = self._endpoints.get(spec.name)
@@ -247,21 +249,35 @@ class EndpointRouter:
             if old is not None:
                 self._drain(old)
 
+    def _record_failure(self, spec: EndpointSpec, reason: str) -> None:
+        """Mark the endpoint ``Failed`` in the registry, so every server and
+        ``describe_endpoint`` show why; the other endpoints keep serving."""
+        try:
+            self.source.fail_endpoint(spec.name, spec.version, reason)
+        except Exception:
+            logger.warning("could not mark endpoint %s Failed", spec.name, exc_info=True)
+
     def _load(self, spec: EndpointSpec) -> LoadedEndpoint:
         replicas = sum(max(1, variant.instance_count) for variant in spec.variants)
         threads = self.settings.inference_threads or max(1, self.cores // replicas)
         variants: list[LoadedVariant] = []
         try:
             for variant in spec.variants:
-                runtime = ModelRuntime(
-                    variant.model_dir,
-                    replicas=max(1, variant.instance_count),
-                    threads=threads,
-                    max_batch_size=self.settings.max_batch_size,
-                    max_wait_ms=self.settings.max_batch_wait_ms,
-                    on_batch=self.metrics.batch_hook(spec.name, variant.variant_name),
-                    name=f"{spec.name}-{variant.variant_name}",
-                )
+                try:
+                    runtime = ModelRuntime(
+                        variant.model_dir,
+                        replicas=max(1, variant.instance_count),
+                        threads=threads,
+                        max_batch_size=self.settings.max_batch_size,
+                        max_wait_ms=self.settings.max_batch_wait_ms,
+                        on_batch=self.metrics.batch_hook(spec.name, variant.variant_name),
+                        name=f"{spec.name}-{variant.variant_name}",
+                        expected_sha256=variant.onnx_sha256 or None,
+                    )
+                except ArtifactIntegrityError as error:
+                    raise ArtifactIntegrityError(
+                        f"variant {variant.variant_name} (model {variant.model_name}): {error}"
+                    ) from error
                 variants.append(
                     LoadedVariant(variant.variant_name, variant.model_name, variant.weight, runtime)
                 )
@@ -348,6 +364,8 @@ class EndpointRouter:
                 "Fix the model and update the endpoint"
             )
         spec = self._known.get(name)
+        if spec is not None and spec.failure_reason and spec.status == "Failed":
+            return NotReadyError(f"endpoint {name!r} is Failed: {spec.failure_reason}")
         if spec is not None:
             return NotReadyError(
                 f"endpoint {name!r} is {spec.status}, not serving yet; retry when it is InService"
@@ -387,7 +405,7 @@ class EndpointRouter:
             "Version": spec.version,
             "Serving": serving is not None,
             "ServingVersion": serving.version if serving else None,
-            "FailureReason": failure[1] if failure else None,
+            "FailureReason": failure[1] if failure else spec.failure_reason,
             "ProductionVariants": [
                 {
                     "VariantName": variant.variant_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcd.errors import InvalidInputError
+from bcd.errors import ArtifactIntegrityError, InvalidInputError
 from bcd.serving._batching import MicroBatcher
 from bcd.serving._model_spec import ModelSpec, load_model_spec
 from bcd.serving._preprocess import Preprocessor, average_views, dihedral_views
@@ -39,6 +40,22 @@ def softmax(logits: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> 
     scaled -= scaled.max(axis=-1, keepdims=True)
     exponentials = np.exp(scaled)
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def verify_onnx_file(path: Path, expected_sha256: str) -> None:
+    """Check a model's ONNX file against the SHA-256 recorded at registration.
+
+    Raises:
+        ArtifactIntegrityError: The digests differ (the message names the file
+            and both digests).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError.mismatch(path, expected_sha256, actual)
 
 
 def _session(spec: ModelSpec, threads: int):  # type: ignore[no-untyped-def]
@@ -89,10 +106,14 @@ class ModelRuntime:
         max_wait_ms: Longest a worker waits to fill a batch.
         on_batch: Called with (images, seconds) after every inference call.
         name: Names the worker threads.
+        expected_sha256: The ONNX file's SHA-256 recorded when the model was
+            registered; when given, the file is hashed once, before any session
+            opens it, and must match.
 
     Raises:
         NotFoundError: ``model.json`` or the ONNX file is missing.
         InvalidInputError: They are invalid or disagree with each other.
+        ArtifactIntegrityError: The ONNX file does not match ``expected_sha256``.
     """
 
     def __init__(
@@ -105,9 +126,12 @@ class ModelRuntime:
         max_wait_ms: float = 2.0,
         on_batch: Callable[[int, float], None] | None = None,
         name: str = "model",
+        expected_sha256: str | None = None,
     ) -> None:
         started = time.perf_counter()
         self.spec = load_model_spec(model_dir)
+        if expected_sha256:
+            verify_onnx_file(self.spec.onnx_path, expected_sha256)
         self.replicas = max(1, int(replicas))
         self.threads = threads or max(1, available_cores() // self.replicas)
         self.preprocess = Preprocessor(self.spec)

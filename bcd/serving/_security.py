@@ -1,13 +1,15 @@
-"""Request guards: API keys and the streamed body limit."""
+"""Request guards: API keys (with a limit on failed checks) and the streamed body limit."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import ipaddress
+import math
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from bcd.config import Settings
@@ -18,6 +20,7 @@ from bcd.errors import (
     InvalidInputError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
 )
 from bcd.serving._deadlines import CancelAfter
 from bcd.serving._source import BaseEndpointSource
@@ -25,6 +28,10 @@ from bcd.serving._source import BaseEndpointSource
 # A verified key is trusted this long before the registry is asked again, so a
 # revocation takes effect within this many seconds.
 KEY_CACHE_SECONDS = 2.0
+# Memory bounds: keys whose answers are cached, keys known to be valid,
+# subjects (key ids, client addresses) whose failures are counted.
+_MAX_CACHED_KEYS = 10_000
+_MAX_SUBJECTS = 50_000
 
 
 def is_loopback(host: str) -> bool:
@@ -55,28 +62,129 @@ def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | 
     return None
 
 
+class FailureLimiter:
+    """Counts failures per subject in a sliding window and refuses subjects over the limit.
+
+    Thread-safe. Memory is bounded: past ``max_subjects`` subjects, the
+    oldest are forgotten first.
+
+    Args:
+        limit: Failures allowed within ``window_s`` (the next attempt is refused).
+        window_s: Length of the window in seconds.
+        clock: Monotonic clock (tests pass their own).
+        max_subjects: Subjects tracked at most.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_subjects: int = _MAX_SUBJECTS,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._max_subjects = max_subjects
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, subjects: Iterable[str]) -> float | None:
+        """Seconds until the most limited of ``subjects`` may try again; ``None`` if none is."""
+        now = self._clock()
+        wait = 0.0
+        with self._lock:
+            for subject in subjects:
+                times = self._failures.get(subject)
+                if times is None:
+                    continue
+                self._expire(times, now)
+                if len(times) >= self.limit:
+                    wait = max(wait, times[0] + self.window_s - now)
+                elif not times:
+                    del self._failures[subject]
+        return wait if wait > 0 else None
+
+    def record(self, subjects: Iterable[str]) -> None:
+        """Count one failure for each of ``subjects``."""
+        now = self._clock()
+        with self._lock:
+            for subject in subjects:
+                times = self._failures.pop(subject, None)
+                if times is None:
+                    times = deque(maxlen=self.limit)
+                self._expire(times, now)
+                times.append(now)
+                self._failures[subject] = times  # re-inserted: the newest subject last
+            while len(self._failures) > self._max_subjects:
+                del self._failures[next(iter(self._failures))]
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+
+
+def _subjects(raw_key: str, client: str | None) -> list[str]:
+    """What failed checks are counted against: the key id (when well formed) and the client."""
+    from bcd.registry.keys import key_id_of
+
+    subjects = []
+    key_id = key_id_of(raw_key)
+    if key_id is not None:
+        subjects.append(f"key:{key_id}")
+    if client:
+        subjects.append(f"client:{client}")
+    return subjects
+
+
 class KeyVerifier:
     """Checks API keys against the registry, caching answers for a few seconds.
 
-    Only the SHA-256 of a key is kept in memory.
+    Only the SHA-256 of a key is kept in memory. Failed checks (an unknown key
+    or a wrong secret) are counted per key id and per client address; past
+    ``failure_limit`` within ``failure_window_s`` that key id or client is
+    refused with :class:`~bcd.errors.RateLimitedError` (HTTP 429) before any
+    hashing, until the oldest failure leaves the window. A key that has been
+    valid on this server is never refused that way, so guesses at a key id do
+    not lock out its owner.
 
     Args:
         source: Checks keys (the registry).
         ttl_s: How long an answer is cached.
+        failure_limit: Failed checks allowed per key id and per client in the window.
+        failure_window_s: The window, in seconds.
+        clock: Monotonic clock (tests pass their own).
     """
 
-    def __init__(self, source: BaseEndpointSource, ttl_s: float = KEY_CACHE_SECONDS) -> None:
+    def __init__(
+        self,
+        source: BaseEndpointSource,
+        ttl_s: float = KEY_CACHE_SECONDS,
+        *,
+        failure_limit: int = 10,
+        failure_window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._source = source
         self._ttl_s = ttl_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, BcdError | None]] = {}
+        self._valid: dict[str, None] = {}  # digests of keys that were valid here
+        self.failures = FailureLimiter(failure_limit, failure_window_s, clock=clock)
 
-    async def verify(self, raw_key: str | None) -> None:
+    async def verify(self, raw_key: str | None, client: str | None = None) -> None:
         """Accept a valid key.
+
+        Args:
+            raw_key: The key the request sent (``None``: none).
+            client: The client's address, for the limit on failed checks.
 
         Raises:
             AuthenticationError: No key, or an unknown one.
             PermissionDeniedError: A revoked key.
+            RateLimitedError: Too many failed checks for this key id or client.
         """
         if not raw_key:
             raise AuthenticationError(
@@ -84,9 +192,14 @@ class KeyVerifier:
                 "'X-API-Key: KEY' (create one with: bcd keys create)"
             )
         digest = hashlib.sha256(raw_key.encode()).hexdigest()
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             cached = self._cache.get(digest)
+        if cached is not None and cached[0] >= now and cached[1] is None:
+            return  # the common case: a key verified moments ago
+        subjects = _subjects(raw_key, client)
+        if digest not in self._valid:
+            self._refuse_if_limited(subjects)
         if cached is None or cached[0] < now:
             outcome: BcdError | None = None
             try:
@@ -94,12 +207,27 @@ class KeyVerifier:
             except (AuthenticationError, PermissionDeniedError) as error:
                 outcome = error
             with self._lock:
-                if len(self._cache) > 10_000:
+                if len(self._cache) > _MAX_CACHED_KEYS:
                     self._cache.clear()
                 self._cache[digest] = (now + self._ttl_s, outcome)
+                if outcome is None:
+                    if len(self._valid) > _MAX_CACHED_KEYS:
+                        self._valid.clear()
+                    self._valid[digest] = None
             cached = (now + self._ttl_s, outcome)
         if cached[1] is not None:
+            if isinstance(cached[1], AuthenticationError):
+                self.failures.record(subjects)
             raise type(cached[1])(cached[1].message)
+
+    def _refuse_if_limited(self, subjects: list[str]) -> None:
+        wait = self.failures.retry_after(subjects)
+        if wait is not None:
+            raise RateLimitedError(
+                f"too many failed API-key checks from this client or for this key id; "
+                f"retry in {max(1, math.ceil(wait))} s with a valid key",
+                retry_after_s=wait,
+            )
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

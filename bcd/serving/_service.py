@@ -143,7 +143,12 @@ class InferenceService:
         self.settings = settings
 
     def _decode(self, content_type: str | None, body: bytes) -> list[np.ndarray]:
-        return decode_request(content_type, body, max_image_pixels=self.settings.max_image_pixels)
+        return decode_request(
+            content_type,
+            body,
+            max_image_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
+        )
 
     def _record(
         self, endpoint: str, variant: LoadedVariant, images: int, started: float, failed: bool
@@ -173,7 +178,9 @@ class InferenceService:
         decode_one: Callable[[], np.ndarray] | None = None
         if media_type(content_type) in IMAGE_TYPES and len(body) <= _INLINE_DECODE_BYTES:
             # One small image (the hot path): the scoring worker decodes it.
-            decode_one = functools.partial(decode_image, body, self.settings.max_image_pixels)
+            # One image: the request's pixel budget caps it too.
+            limit = min(self.settings.max_image_pixels, self.settings.max_request_pixels)
+            decode_one = functools.partial(decode_image, body, limit)
         elif len(body) > _INLINE_DECODE_BYTES:
             images = await asyncio.to_thread(self._decode, content_type, body)
         else:

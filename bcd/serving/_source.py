@@ -8,6 +8,7 @@ embedding (no database).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from abc import ABC, abstractmethod
@@ -31,6 +32,8 @@ class VariantSpec:
     model_dir: Path
     instance_count: int = 1
     weight: float = 1.0
+    #: The ONNX file's SHA-256 recorded at registration; checked once per load ("" skips).
+    onnx_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class EndpointSpec:
     config_name: str
     version: int
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
+    #: Why the endpoint is Failed; not part of what is served, so not compared.
+    failure_reason: str | None = field(default=None, compare=False)
 
     @property
     def servable(self) -> bool:
@@ -83,6 +88,10 @@ class BaseEndpointSource(ABC):
             PermissionDeniedError: The key was revoked.
         """
 
+    def fail_endpoint(self, name: str, version: int, reason: str) -> None:  # noqa: B027
+        """Record that ``version`` of an endpoint cannot be served (its model file
+        no longer matches its recorded SHA-256). The default records nothing."""
+
 
 def _spec_from_registry(resolved: Any) -> EndpointSpec:
     return EndpointSpec(
@@ -97,9 +106,11 @@ def _spec_from_registry(resolved: Any) -> EndpointSpec:
                 model_dir=Path(variant.model_dir),
                 instance_count=int(variant.instance_count),
                 weight=float(variant.weight),
+                onnx_sha256=str(getattr(variant, "onnx_sha256", "") or ""),
             )
             for variant in resolved.variants
         ),
+        failure_reason=getattr(resolved, "failure_reason", None),
     )
 
 
@@ -136,6 +147,11 @@ class RegistryEndpointSource(BaseEndpointSource):
         from bcd.registry import keys
 
         keys.verify_api_key(raw_key, settings=self.settings)
+
+    def fail_endpoint(self, name: str, version: int, reason: str) -> None:
+        from bcd import registry
+
+        registry.fail_endpoint(name, version, reason, settings=self.settings)
 
 
 class InMemoryEndpointSource(BaseEndpointSource):
@@ -196,6 +212,14 @@ class InMemoryEndpointSource(BaseEndpointSource):
             totals[0] += count
             totals[1] += latency_ms_total
             totals[2] += errors
+
+    def fail_endpoint(self, name: str, version: int, reason: str) -> None:
+        with self._lock:
+            spec = self._endpoints.get(name)
+            if spec is not None and spec.version == version and spec.servable:
+                self._endpoints[name] = dataclasses.replace(
+                    spec, status="Failed", failure_reason=reason
+                )
 
     def verify_api_key(self, raw_key: str) -> None:
         with self._lock:

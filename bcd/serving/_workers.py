@@ -59,13 +59,23 @@ class WorkersFailedError(BcdError):
 
 
 def uvicorn_options(settings: Settings, access_log: bool) -> dict[str, Any]:
-    """The ``uvicorn.run`` options of ``bcd serve``, for one process or several."""
+    """The ``uvicorn.run`` options of ``bcd serve``, for one process or several.
+
+    Connections get ``header_timeout_s`` to send each request head
+    (:mod:`bcd.serving._connections`), ``keep_alive_s`` of silence between
+    requests, and past ``max_connections`` open connections (or requests in
+    flight) uvicorn answers new requests ``503``.
+    """
+    from bcd.serving._connections import head_timeout_protocol
+
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level.lower(),
         "access_log": access_log,
-        "timeout_keep_alive": 5,
+        "http": head_timeout_protocol(settings.header_timeout_s),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "limit_concurrency": settings.max_connections,
         "server_header": False,
     }
 

@@ -190,7 +190,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.service = InferenceService(router, settings)
     app.state.keys_required = keys_required(settings)
-    app.state.key_verifier = KeyVerifier(source)
+    app.state.key_verifier = KeyVerifier(
+        source,
+        failure_limit=settings.auth_failure_limit,
+        failure_window_s=settings.auth_failure_window_s,
+    )
     # The scoring routes' lean ASGI path (False: FastAPI answers them, as a reference).
     app.state.lean_scoring = True
     _install_error_handlers(app)
@@ -236,5 +240,10 @@ def describe_security(settings: Settings) -> dict[str, Any]:
         "max_body_bytes": settings.max_body_bytes,
         "max_image_pixels": settings.max_image_pixels,
         "request_timeout_s": settings.request_timeout_s,
+        "header_timeout_s": settings.header_timeout_s,
+        "keep_alive_s": settings.keep_alive_s,
+        "max_connections": settings.max_connections,
+        "slide_upload_timeout_s": settings.slide_upload_timeout_s,
+        "auth_failure_limit": settings.auth_failure_limit,
         "cors_origins": list(settings.cors_origins),
     }

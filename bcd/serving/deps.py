@@ -56,9 +56,13 @@ async def require_api_key(
     Raises:
         AuthenticationError: Missing or unknown key.
         PermissionDeniedError: Revoked key.
+        RateLimitedError: Too many failed key checks from this client or for this key id.
     """
     if request.app.state.keys_required:
-        await request.app.state.key_verifier.verify(key_from_headers(authorization, x_api_key))
+        client = request.client.host if request.client else None
+        await request.app.state.key_verifier.verify(
+            key_from_headers(authorization, x_api_key), client
+        )
 
 
 ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -24,12 +24,24 @@ import numpy as np
 from bcd.errors import InvalidInputError
 from bcd.neighbourhood import SlideContext, context_map
 from bcd.slides._early import early_scoring_applies, score_early
-from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, band_tiles, plan_grid, read_band
+from bcd.slides._grid import (
+    MODEL_MPP,
+    TILE_SIZE,
+    TileGrid,
+    band_tiles,
+    check_tile_limit,
+    plan_grid,
+    read_band,
+)
 from bcd.slides._tissue import saturation, tissue_threshold
 from bcd.slides.readers import BaseSlideReader
 
 #: Tile decision threshold when neither the options nor the model give one.
 DEFAULT_THRESHOLD = 0.5
+#: The smallest stride: each halving of the stride quadruples the tiles to score.
+MIN_STRIDE = 8
+#: Grid cells one analysis may have (``BCD_MAX_SLIDE_TILES`` on a server).
+MAX_TILES = 250_000
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +63,8 @@ class AnalysisOptions:
     """How to analyse a slide.
 
     Attributes:
-        stride: Step between tiles in model pixels (50 = adjacent tiles).
+        stride: Step between tiles in model pixels (50 = adjacent tiles;
+            at least :data:`MIN_STRIDE`).
         mpp: Microns per pixel to use instead of the file's (``None`` = the file's).
         model_mpp: Resolution of the model's training patches (4 µm/px for the
             IDC dataset; a model's ``model.json`` may say otherwise).
@@ -70,6 +83,8 @@ class AnalysisOptions:
             see :mod:`bcd.neighbourhood`); ``False`` scores every tile alone.
             The context is fitted for adjacent tiles, so it applies at the
             default stride only.
+        max_tiles: Refuse a slide whose tile grid has more cells than this
+            (:data:`MAX_TILES` by default).
     """
 
     stride: int = TILE_SIZE
@@ -83,6 +98,7 @@ class AnalysisOptions:
     top_k: int = 12
     thumbnail_size: int = 2048
     context: bool = True
+    max_tiles: int = MAX_TILES
 
     def validate(self) -> AnalysisOptions:
         """Check ranges.
@@ -95,9 +111,12 @@ class AnalysisOptions:
         """
         checks = [
             (
-                1 <= self.stride <= 10 * TILE_SIZE,
-                f"stride {self.stride} must be between 1 and {10 * TILE_SIZE} pixels",
+                MIN_STRIDE <= self.stride <= 10 * TILE_SIZE,
+                f"stride {self.stride} must be between {MIN_STRIDE} and {10 * TILE_SIZE} "
+                f"model pixels ({TILE_SIZE} = adjacent tiles; a smaller stride multiplies "
+                "the tiles to score)",
             ),
+            (self.max_tiles >= 1, f"max_tiles {self.max_tiles} must be at least 1"),
             (
                 self.mpp is None or 0 < self.mpp < 100,
                 f"mpp {self.mpp} is not a plausible resolution (0 < mpp < 100 µm/px)",
@@ -222,10 +241,12 @@ def analyze_slide(
     Raises:
         InvalidInputError: For bad options, an unreadable slide region, or a
             ``predict`` that returns the wrong shape.
+        PayloadTooLargeError: The tile grid has more than ``options.max_tiles`` cells.
     """
     options = (options or AnalysisOptions()).validate().with_threshold(None)
     started = time.perf_counter()
     grid = plan_grid(reader, stride=options.stride, mpp=options.mpp, target_mpp=options.model_mpp)
+    check_tile_limit(grid, options.max_tiles)
 
     def score(tiles: np.ndarray) -> np.ndarray:
         return _idc_probabilities(predict(tiles), len(tiles))

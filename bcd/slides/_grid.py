@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcd.errors import InvalidInputError
+from bcd.errors import InvalidInputError, PayloadTooLargeError
 from bcd.slides.readers import BaseSlideReader
 
 #: Microns per pixel of the training patches: 40x scans (0.25 µm/px) downsampled 16:1.
@@ -154,6 +154,20 @@ def plan_grid(
         level0_per_model=level0_per_model,
         notes=tuple(notes),
     )
+
+
+def check_tile_limit(grid: TileGrid, max_tiles: int) -> None:
+    """Refuse a grid with more cells than ``max_tiles`` before any tile is read.
+
+    Raises:
+        PayloadTooLargeError: Naming the grid's cell count and the limit.
+    """
+    if grid.tile_count > max_tiles:
+        raise PayloadTooLargeError(
+            f"this slide at stride {grid.stride} is a {grid.rows}x{grid.cols} grid of "
+            f"{grid.tile_count:,} tiles, over the limit of {max_tiles:,} tiles per analysis "
+            "(BCD_MAX_SLIDE_TILES); use a larger stride or analyse a region of the slide"
+        )
 
 
 def _count(length: float, tile_size: int, stride: int) -> int:

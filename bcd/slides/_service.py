@@ -3,7 +3,10 @@
 Like SageMaker's asynchronous inference: a caller hands over a slide, gets an
 id at once, and polls. The slide and its outputs live under
 ``$BCD_HOME/slides/<id>/``; the ``slide_analyses`` row holds status, progress
-and the report. Analyses run in daemon worker threads of the serving process;
+and the report. An upload whose tile grid is over ``BCD_MAX_SLIDE_TILES`` is
+refused before it is queued. Up to ``BCD_SLIDE_WORKERS`` analyses run at once
+in daemon worker threads of the serving process, taking turns at the model
+one batch of tiles at a time (:class:`~bcd.slides._admission.FairTurns`);
 a server that stops mid-analysis leaves the row ``InProgress`` with its
 process named in ``worker``, and the next service started on that store marks
 it ``Failed`` (never left "running").
@@ -20,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,9 @@ from bcd.config import Settings
 from bcd.db import session_scope, utcnow
 from bcd.errors import BcdError, ConflictError, InvalidInputError, NotFoundError
 from bcd.names import validate_name
+from bcd.slides._admission import FairTurns, planned_grid
 from bcd.slides._analysis import AnalysisOptions, Predict
+from bcd.slides._grid import check_tile_limit
 from bcd.slides._outputs import OUTPUT_FILES
 from bcd.slides._patches import load_truth
 from bcd.slides._pipeline import analyze_file
@@ -108,13 +113,14 @@ class SlideAnalysisService:
     Args:
         settings: Where the metadata store and ``$BCD_HOME/slides`` are.
         predictor_for: Gives the tile classifier of an endpoint.
-        workers: Analyses that run at once (each uses the model's threads).
+        workers: Analyses that run at once, taking turns at the model (default
+            ``settings.slide_workers``); more wait in the queue, first come first served.
 
     Thread-safe: routes call it from many requests at once.
     """
 
     def __init__(
-        self, settings: Settings, predictor_for: PredictorFactory, workers: int = 1
+        self, settings: Settings, predictor_for: PredictorFactory, workers: int | None = None
     ) -> None:
         self.settings = settings
         self.root = settings.home / "slides"
@@ -126,9 +132,11 @@ class SlideAnalysisService:
         self._lock = threading.Lock()
         self._readers: dict[str, tuple[Any, Any]] = {}
         self._readers_lock = threading.Lock()
+        self._turns = FairTurns()
+        count = settings.slide_workers if workers is None else workers
         self._threads = [
             threading.Thread(target=self._work, name=f"bcd-slide-{index}", daemon=True)
-            for index in range(max(1, workers))
+            for index in range(max(1, count))
         ]
         self.recover_interrupted()
         for thread in self._threads:
@@ -164,7 +172,9 @@ class SlideAnalysisService:
 
         Raises:
             InvalidInputError: Bad endpoint name, options, truth, or an empty file.
+            PayloadTooLargeError: The slide's tile grid is over ``settings.max_slide_tiles``.
         """
+        options = replace(options, max_tiles=self.settings.max_slide_tiles)
         try:
             validate_name(endpoint, "endpoint name")
             options.validate()
@@ -183,6 +193,13 @@ class SlideAnalysisService:
         suffix = Path(filename).suffix.lower()[:10] if Path(filename).suffix else ""
         slide_path = folder / f"slide{suffix}"
         os.replace(staged, slide_path)
+        grid = planned_grid(slide_path, options)
+        if grid is not None:
+            try:
+                check_tile_limit(grid, options.max_tiles)
+            except BcdError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         if truth_map is not None:
             np.save(folder / "truth-input.npy", truth_map, allow_pickle=False)
         facts = file_facts(slide_path, filename)
@@ -402,6 +419,7 @@ class SlideAnalysisService:
         described = self.describe(analysis_id)
         self._update(analysis_id, stage="loading model", worker=self._identity)
         predict, model = self._predictor_for(described["endpoint"])
+        predict = self._turns.wrap(predict)
         options = AnalysisOptions(**described["options"])
         folder = self.root / analysis_id
         truth_path = folder / "truth-input.npy"

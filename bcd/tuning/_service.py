@@ -62,6 +62,9 @@ def validate_request(
     settings = settings or get_settings()
     config = parse_request(request)
     validate_against_algorithm(config)
+    from bcd.jobs import check_data_locations
+
+    check_data_locations(config.definition, "TrainingJobDefinition.")
     for index, parent in enumerate(config.parents):
         record = _store.get_job(parent, settings) if _exists(parent, settings) else None
         path = f"WarmStartConfig.ParentHyperParameterTuningJobs[{index}]"

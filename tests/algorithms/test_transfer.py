@@ -177,3 +177,66 @@ def test_gradient_clipping_keeps_ordinary_sgd_settings_finite(
 def test_diverged_error_carries_its_epoch() -> None:
     error = TrainingDivergedError(4, float("inf"))
     assert error.epoch == 4 and "epoch 4 (loss inf)" in str(error)
+
+
+class _Constant(torch.nn.Module):
+    """A teacher sure of IDC for every patch: logits (-4, 4)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        zero = images.mean(dim=(1, 2, 3)).unsqueeze(1) * 0  # (N, 1)
+        return torch.cat([zero - 4.0, zero + 4.0], dim=1)  # (N, 2)
+
+
+def _constant_teacher(folder: Path) -> Path:
+    from bcd.algorithms.artifacts import export_onnx
+
+    folder.mkdir(parents=True)
+    export_onnx(_Constant().eval(), torch.zeros(2, 3, 50, 50), folder / "model.onnx")
+    spec = {"shape": [3, 50, 50], "mean": [0.5] * 3, "std": [0.25] * 3, "scale": 255.0}
+    (folder / "model.json").write_text(json.dumps({"input": spec}))
+    return folder
+
+
+def test_soft_target_loss_is_zero_only_when_student_matches_teacher() -> None:
+    from bcd.algorithms.distillation import soft_target_loss
+
+    teacher = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
+    assert float(soft_target_loss(teacher.clone(), teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_target_loss(-teacher, teacher, 2.0)) > 0.1
+
+
+def test_a_student_learns_the_teachers_answers(
+    contract: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bcd.algorithms.train as trainer
+
+    teacher = _constant_teacher(contract / "teacher")
+    calls = []
+    real = trainer.score_teacher
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "score_teacher", counted)
+    argv = ["--algorithm", "cnn", "--architecture", "deep", "--epochs", "3"]
+    argv += ["--teacher", str(teacher), "--distillation_alpha", "1", "--learning_rate", "0.01"]
+    argv += ["--distillation_temperature", "1", "--class_weights", "none", *FAST]
+    assert main(argv) == 0
+    assert calls == [1]  # scored once, not per epoch or step
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(contract / "model" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    images = np.random.default_rng(0).normal(size=(32, 3, 50, 50)).astype(np.float32)
+    logits = session.run(None, {"images": images})[0]
+    # With alpha 1 the labels are ignored: the student says IDC for everything.
+    assert float((logits[:, 1] > logits[:, 0]).mean()) == 1.0
+
+
+def test_a_bad_teacher_is_a_clear_error(contract: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (contract / "empty").mkdir()
+    argv = ["--algorithm", "cnn", "--epochs", "1", "--teacher", str(contract / "empty"), *FAST]
+    assert main(argv) == 2
+    assert "is not a bcd model folder" in capsys.readouterr().err

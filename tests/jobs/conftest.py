@@ -16,9 +16,25 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 
 @pytest.fixture
-def job_settings(bcd_home: Path) -> Settings:
-    """Settings with a short stop grace period and frequent instance samples."""
-    return Settings(home=bcd_home, job_stop_grace_s=3.0, job_sample_interval_s=0.3)
+def executor_name() -> str:
+    """The executor the jobs of a test run on; contract suites parametrize it over all."""
+    return "local"
+
+
+@pytest.fixture
+def job_settings(bcd_home: Path, executor_name: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings with a short stop grace period and frequent instance samples.
+
+    With ``executor_name == "ray"`` jobs run on the session's local Ray cluster.
+    """
+    ray_address = request.getfixturevalue("ray_address") if executor_name == "ray" else None
+    return Settings(
+        home=bcd_home,
+        job_stop_grace_s=3.0,
+        job_sample_interval_s=0.3,
+        executor=executor_name,
+        ray_address=ray_address,
+    )
 
 
 @pytest.fixture

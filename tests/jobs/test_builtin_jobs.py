@@ -73,6 +73,28 @@ def test_cnn_job_on_synthetic_patches(
     assert png.stat().st_size > 10_000
 
 
+def test_a_student_job_distils_from_a_teacher_job(
+    service: TrainingJobService, wait: Callable[..., dict], job_settings: Settings
+) -> None:
+    from bcd.errors import InvalidInputError
+    from bcd.testing import make_synthetic_dataset
+
+    make_synthetic_dataset("dist", job_settings, n_patients=6, patches_per_patient=20)
+    with pytest.raises(InvalidInputError, match="is neither a model folder"):
+        service.create(_builtin_request("student-0", "cnn", "dist", teacher="no-such-job"))
+    service.create(_builtin_request("teacher-1", "cnn", "dist", epochs=1, mini_batch_size=32))
+    wait("teacher-1", timeout_s=240)
+    service.create(
+        _builtin_request(
+            "student-1", "cnn", "dist", epochs=1, mini_batch_size=32, teacher="teacher-1"
+        )
+    )
+    job = wait("student-1", timeout_s=240)
+    _assert_complete_model_job(job, job_settings, epochs=1)
+    log = "\n".join(read_log("student-1", job_settings))
+    assert "training patches with the teacher" in log
+
+
 # -- real data (slow) ----------------------------------------------------------------
 
 

@@ -1,4 +1,8 @@
-"""The job engine end to end with small script-mode jobs (real processes, no torch)."""
+"""The job engine end to end with small script-mode jobs (real processes, no torch).
+
+A contract suite: every test runs once per executor (``local``, and ``ray`` on
+the session's local Ray cluster; skipped with a reason when Ray is missing).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ import pytest
 from bcd.config import Settings
 from bcd.errors import ConflictError, InvalidInputError, NotFoundError
 from bcd.jobs import TrainingJobService, get_metric_series, list_metric_names, read_log
+from bcd.jobs.executors import EXECUTORS
 from bcd.storage import artifact_store
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor_name(request: pytest.FixtureRequest) -> str:
+    """Run each test of this module against every executor."""
+    return str(request.param)
 
 
 def test_script_job_completes_with_metrics_artifacts_and_contract(
@@ -57,6 +68,13 @@ def test_script_job_completes_with_metrics_artifacts_and_contract(
     assert "MASTER_ADDR" not in contract
     # Script mode runs from a copy of the source folder.
     assert contract["cwd"].endswith("jobs/ok-job/code")
+    # Where it ran, as describe shows it.
+    assert job["Executor"]["Name"] == job_settings.executor
+    [placement] = job["Executor"]["Instances"]
+    assert placement["Host"] == "algo-1"
+    assert placement["Cpus"] == int(contract["SM_NUM_CPUS"]) >= 1
+    training = [e for e in job["SecondaryStatusTransitions"] if e["Status"] == "Training"]
+    assert f"on {job_settings.executor}" in training[0]["StatusMessage"]
 
     with pytest.raises(ConflictError, match="already exists"):
         service.create(script_request("ok-job", "crash.py"))
@@ -109,6 +127,15 @@ def test_stop_keeps_the_last_checkpoint(
     assert "saved checkpoint on SIGTERM" in read_log("stop-job", job_settings)
     with pytest.raises(ConflictError, match="Stopped"):
         service.stop("stop-job")
+
+
+def test_a_stop_right_after_create_ends_stopped_not_failed(service, script_request, wait) -> None:
+    # The stop lands while the supervisor is still starting, before it handles SIGTERM.
+    service.create(script_request("early-stop-job", "run_forever.py"))
+    service.stop("early-stop-job")
+    job = wait("early-stop-job", timeout_s=60)
+    assert job["TrainingJobStatus"] == "Stopped", job.get("FailureReason")
+    assert job["StopReason"] == "Stopped on request"
 
 
 def test_max_runtime_stops_the_job_and_kills_one_that_ignores_sigterm(

@@ -23,6 +23,12 @@ from bcd.jobs._tables import TrainingJobRecord
 from bcd.names import validate_name
 
 
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """Every test of this module runs on a SQLite and on a PostgreSQL store."""
+    return store_settings
+
+
 def _minimal(**overrides: object) -> dict:
     request: dict = {
         "TrainingJobName": "unit-job",

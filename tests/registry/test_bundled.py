@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,16 +10,22 @@ import pytest
 
 from bcd import db, registry
 from bcd.config import Settings
-from bcd.errors import NotFoundError, NotReadyError
+from bcd.errors import ArtifactIntegrityError, NotFoundError, NotReadyError
 from bcd.registry import _bundled
 from bcd.registry._tables import EndpointRecord
 from tests.registry.helpers import variant, write_artifact
+
+
+def _ship(monkeypatch: pytest.MonkeyPatch, onnx_bytes: bytes) -> None:
+    """Make ``onnx_bytes`` the bundled ONNX file this release ships."""
+    monkeypatch.setattr(_bundled, "BUNDLED_ONNX_SHA256", hashlib.sha256(onnx_bytes).hexdigest())
 
 
 @pytest.fixture
 def bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = write_artifact(tmp_path / "bundled", onnx_bytes=b"bundled-graph-v1")
     monkeypatch.setattr(_bundled, "bundled_model_dir", lambda: folder)
+    _ship(monkeypatch, b"bundled-graph-v1")
     return folder
 
 
@@ -62,9 +69,12 @@ def test_follows_the_default_endpoint_setting(bundled: Path, bcd_home: Path) -> 
     assert registry.describe_endpoint("idc", settings=custom)["EndpointStatus"] == "InService"
 
 
-def test_a_new_bundled_model_is_rolled_out(bundled: Path, settings: Settings) -> None:
+def test_a_new_bundled_model_is_rolled_out(
+    bundled: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry.ensure_bundled_endpoint(settings)
     (bundled / "model.onnx").write_bytes(b"bundled-graph-v2")
+    _ship(monkeypatch, b"bundled-graph-v2")  # an upgrade brings the file and its digest
     registry.ensure_bundled_endpoint(settings)
     described = registry.describe_endpoint("bcd-default", settings=settings)
     assert (described["EndpointStatus"], described["Version"]) == ("InService", 2)
@@ -92,3 +102,34 @@ def test_a_user_config_on_the_default_endpoint_is_kept(
     _fail(settings, "bcd-default")
     with pytest.raises(NotReadyError, match="disk was full"):
         registry.ensure_bundled_endpoint(settings)
+
+
+def test_a_changed_bundled_file_is_refused_and_fails_the_endpoint(
+    bundled: Path, settings: Settings
+) -> None:
+    registry.ensure_bundled_endpoint(settings)
+    (bundled / "model.onnx").write_bytes(b"bundled-graph-tampered")
+    with pytest.raises(ArtifactIntegrityError) as raised:
+        registry.ensure_bundled_endpoint(settings)
+    actual = hashlib.sha256(b"bundled-graph-tampered").hexdigest()
+    for part in (str(bundled / "model.onnx"), _bundled.BUNDLED_ONNX_SHA256, actual):
+        assert part in raised.value.message
+    described = registry.describe_endpoint("bcd-default", settings=settings)
+    assert described["EndpointStatus"] == "Failed"
+    assert actual in described["FailureReason"]
+    model = registry.describe_model("bcd-bundled", settings=settings)
+    assert model["OnnxSha256"] == _bundled.BUNDLED_ONNX_SHA256  # the record was not "refreshed"
+    (bundled / "model.onnx").write_bytes(b"bundled-graph-v1")  # restored: deployed again
+    registry.ensure_bundled_endpoint(settings)
+    assert registry.describe_endpoint("bcd-default", settings)["EndpointStatus"] == "InService"
+
+
+def test_a_changed_bundled_file_is_never_registered(bundled: Path, settings: Settings) -> None:
+    (bundled / "model.onnx").write_bytes(b"not what was shipped")
+    with pytest.raises(ArtifactIntegrityError, match="expected SHA-256"):
+        registry.ensure_bundled_endpoint(settings)
+    assert registry.list_models(settings=settings) == []
+
+
+def test_the_shipped_bundled_model_matches_its_recorded_digest() -> None:
+    _bundled.verify_bundled_model()

@@ -13,6 +13,12 @@ from bcd.errors import ConflictError, InvalidInputError, NotFoundError
 from tests.registry.helpers import variant
 
 
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """Every test of this module runs on a SQLite and on a PostgreSQL store."""
+    return store_settings
+
+
 def test_create_and_describe_in_boto3_shape(
     model: Callable[[str], str], settings: Settings
 ) -> None:

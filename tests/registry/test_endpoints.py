@@ -20,6 +20,12 @@ from tests.registry.helpers import MODEL_JSON, variant
 
 
 @pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """Every test of this module runs on a SQLite and on a PostgreSQL store."""
+    return store_settings
+
+
+@pytest.fixture
 def deployed(model: Callable[[str], str], settings: Settings) -> str:
     """Endpoint ``e1`` on config ``c1`` (variants A: m1 0.8, B: m2 0.2), InService."""
     model("m1")

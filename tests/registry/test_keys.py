@@ -14,6 +14,12 @@ from bcd.registry import keys
 from bcd.registry._tables import ApiKeyRecord
 
 
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """Every test of this module runs on a SQLite and on a PostgreSQL store."""
+    return store_settings
+
+
 def test_created_key_verifies(settings: Settings) -> None:
     created = keys.create_api_key("pathology-app", settings=settings)
     assert created.raw_key.startswith(f"bcd_{created.info.key_id}_")
@@ -123,3 +129,38 @@ def test_list_and_revoke_unknown(settings: Settings) -> None:
 def test_bad_create_input(settings: Settings, name: str, days: float | None) -> None:
     with pytest.raises(InvalidInputError):
         keys.create_api_key(name, expires_in_days=days, settings=settings)
+
+
+def test_unknown_key_ids_cost_the_same_hashing_as_wrong_secrets(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = keys.create_api_key("app", settings=settings)
+    _, key_id, secret = created.raw_key.split("_", 2)
+    calls: list[int] = []
+    real_scrypt = keys.hashlib.scrypt
+
+    def counting_scrypt(*args: object, **kwargs: object) -> bytes:
+        calls.append(1)
+        return real_scrypt(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(keys.hashlib, "scrypt", counting_scrypt)
+    unknown = "bcd_0123456789abcdef_" + secret
+    wrong = f"bcd_{key_id}_{'b' if secret[0] != 'b' else 'c'}{secret[1:]}"
+    costs = {}
+    for label, raw_key in (("unknown", unknown), ("wrong secret", wrong)):
+        before = len(calls)
+        with pytest.raises(AuthenticationError, match="unknown API key"):
+            keys.verify_api_key(raw_key, settings=settings)
+        costs[label] = len(calls) - before
+    assert costs == {"unknown": 1, "wrong secret": 1}
+    # The successful path: one scrypt, then the cache.
+    before = len(calls)
+    for _ in range(3):
+        keys.verify_api_key(created.raw_key, settings=settings)
+    assert len(calls) - before == 1
+
+
+def test_key_id_of_reads_only_well_formed_keys() -> None:
+    assert keys.key_id_of("bcd_0123456789abcdef_" + "a" * 43) == "0123456789abcdef"
+    assert keys.key_id_of("bcd_0123456789abcdef_short") is None
+    assert keys.key_id_of(None) is None

@@ -17,6 +17,12 @@ from bcd.errors import ConflictError, InvalidInputError, NotFoundError
 from tests.registry.helpers import MODEL_JSON, variant, write_artifact
 
 
+@pytest.fixture
+def settings(store_settings: Settings) -> Settings:
+    """Every test of this module runs on a SQLite and on a PostgreSQL store."""
+    return store_settings
+
+
 def test_create_from_folder_stores_url_and_model_json(
     artifact: Callable[..., Path], settings: Settings
 ) -> None:

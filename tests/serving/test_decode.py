@@ -290,3 +290,139 @@ def test_interlaced_and_damaged_pngs_fall_back_to_pillow() -> None:
         decode_request("image/png", bytes(damaged), max_image_pixels=LIMIT)
     with pytest.raises(PayloadTooLargeError, match="pixels"):
         decode_request("image/png", _png(PATCH), max_image_pixels=49 * 50)
+
+
+def flat_png(width: int, height: int, colour: bytes = b"\xc8\x64\x96") -> bytes:
+    """A one-colour RGB PNG, encoded row by row (no ``width × height`` array in memory)."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + colour * width
+    pixel_data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel_data)
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"hello, no boundary anywhere in this body",
+        b'--xYzBoundary123\r\nContent-Disp\x00osition: form-data; name="f"; filename="a"\r\n\r\n'
+        b"data\r\n--xYzBoundary123--\r\n",
+        b'--xYzBoundary123\r\nContent-Disposition: form\x00data; name="f"; filename="a"\r\n\r\n'
+        b"data\r\n--xYzBoundary123--\r\n",
+        b'--xYzBoundary123\nContent-Disposition: form-data; name="f"; filename="a"\n\n'
+        b"data\n--xYzBoundary123--\n",
+        b'--xYzBoundary123\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\ndata',
+    ],
+    ids=[
+        "no-boundary-in-body",
+        "nul-in-header-name",
+        "nul-in-header-value",
+        "lf-only",
+        "truncated",
+    ],
+)
+def test_malformed_multipart_is_invalid_input(body: bytes) -> None:
+    with pytest.raises(InvalidInputError, match="multipart"):
+        decode_request("multipart/form-data; boundary=xYzBoundary123", body, max_image_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("length", [71, 300, 5000])
+def test_overlong_boundary_is_invalid_input(length: int) -> None:
+    with pytest.raises(InvalidInputError, match=f"boundary is {length} characters"):
+        decode_request(
+            "multipart/form-data; boundary=" + "B" * length, b"x", max_image_pixels=LIMIT
+        )
+
+
+def test_request_pixel_budget_is_checked_from_headers_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bcd.serving._decode as decode_module
+
+    big = flat_png(4096, 4096)
+    assert len(big) < 60_000  # small files that decode to 48 MiB each
+    body, content_type = multipart([big] * 5)
+
+    def no_decoding(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(decode_module, "decode_image", no_decoding)
+    with pytest.raises(PayloadTooLargeError, match="BCD_MAX_REQUEST_PIXELS"):
+        decode_request(content_type, body, max_image_pixels=LIMIT)
+    encoded = base64.b64encode(big).decode()
+    for document in ({"images": [encoded] * 5}, {"instances": [{"b64": encoded}] * 5}):
+        with pytest.raises(PayloadTooLargeError, match="BCD_MAX_REQUEST_PIXELS"):
+            decode_request(
+                "application/json", json.dumps(document).encode(), max_image_pixels=LIMIT
+            )
+
+
+@pytest.mark.parametrize("kind", ["multipart", "instances", "npy", "base64"])
+def test_request_pixel_budget_counts_every_body_kind(kind: str) -> None:
+    patches = [PATCH, PATCH[::-1], PATCH[:, ::-1]]  # 3 × 2,500 pixels
+    if kind == "multipart":
+        body, content_type = multipart([png_bytes(patch) for patch in patches])
+    elif kind == "instances":
+        body = json.dumps({"instances": [patch.tolist() for patch in patches]}).encode()
+        content_type = "application/json"
+    elif kind == "npy":
+        body, content_type = npy(np.stack(patches)), "application/x-npy"
+    else:
+        files = [base64.b64encode(png_bytes(patch)).decode() for patch in patches]
+        body, content_type = json.dumps({"images": files}).encode(), "application/json"
+    images = decode_request(content_type, body, max_image_pixels=LIMIT, max_request_pixels=7_500)
+    np.testing.assert_array_equal(images[2], patches[2])
+    with pytest.raises(PayloadTooLargeError, match="more than 7499 pixels"):
+        decode_request(content_type, body, max_image_pixels=LIMIT, max_request_pixels=7_499)
+
+
+_RSS_PROBE = """
+import json, resource, sys
+from bcd.errors import PayloadTooLargeError
+from bcd.serving import decode_request
+from tests.serving.test_decode import flat_png, multipart
+
+count = int(sys.argv[1])
+body, content_type = multipart([flat_png(4096, 4096, bytes([i, 100, 150])) for i in range(count)])
+warm_body, warm_type = multipart([flat_png(64, 64)])  # imports the decoders first
+decode_request(warm_type, warm_body, max_image_pixels=4096 * 4096)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    images = decode_request(content_type, body, max_image_pixels=4096 * 4096)
+    outcome = f"decoded {len(images)}"
+except PayloadTooLargeError:
+    outcome = "refused"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"body": len(body), "outcome": outcome, "grown_mib": (after - before) / 1024}))
+"""
+
+
+@pytest.mark.parametrize(
+    "count,outcome,most_mib",
+    [(40, "refused", 48), (4, "decoded 4", 4 * 48 + 64)],
+    ids=["over-budget", "at-budget"],
+)
+def test_peak_memory_of_a_request_is_bounded(count: int, outcome: str, most_mib: int) -> None:
+    """Peak RSS of decoding many small files that each decode to 4096×4096 (48 MiB)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(count)],
+        capture_output=True, text=True, timeout=120, cwd=root, check=True,
+    )  # fmt: skip
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["outcome"] == outcome
+    assert measured["body"] < 6 * 1024**2  # within the default body limit
+    assert measured["grown_mib"] < most_mib, measured

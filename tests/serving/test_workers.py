@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,15 +29,14 @@ from tests.serving.conftest import _free_port, deploy_tiny, png_bytes
 _PREDICT_HEADERS = {"Content-Type": "application/x-image", "Accept": "text/plain"}
 
 
-@pytest.fixture
-def two_workers(settings: Settings, tiny_model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A ``bcd serve --workers 2`` process with endpoint ``ep``, both workers ready."""
-    deploy_tiny(settings, tiny_model)
+@contextlib.contextmanager
+def _serve_two_workers(settings: Settings, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``bcd serve --workers 2 OPTIONS`` process on endpoint ``ep``, both workers ready."""
     port = _free_port()
     env = {**os.environ, "BCD_HOME": str(settings.home), "BCD_DEFAULT_ENDPOINT": "ep"}
     bcd_bin = Path(sys.executable).with_name("bcd")
     process = subprocess.Popen(
-        [str(bcd_bin), "serve", "--port", str(port), "--workers", "2"],
+        [str(bcd_bin), "serve", "--port", str(port), "--workers", "2", *options],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -58,6 +59,14 @@ def two_workers(settings: Settings, tiny_model: Path) -> Iterator[tuple[str, sub
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
+
+
+@pytest.fixture
+def two_workers(settings: Settings, tiny_model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``bcd serve --workers 2`` process with endpoint ``ep``, both workers ready."""
+    deploy_tiny(settings, tiny_model)
+    with _serve_two_workers(settings) as served:
+        yield served
 
 
 def _workers_holding_connections(server: subprocess.Popen, port: int) -> set[int]:
@@ -256,3 +265,26 @@ def test_forget_dead_workers_drops_only_gauges_of_stopped_processes(tmp_path: Pa
             f"counter_{stopped.pid}.db",
         ]
     )
+
+
+def test_every_worker_closes_connections_that_trickle_their_request_head(
+    settings: Settings, tiny_model: Path
+) -> None:
+    from tests.serving.test_connections import PARTIAL_HEAD, _trickle_until_closed
+
+    deploy_tiny(settings, tiny_model)
+    with _serve_two_workers(settings, "--header-timeout", "1") as (base, process):
+        port = int(base.rsplit(":", 1)[1])
+        connections = []
+        try:
+            for _ in range(40):
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                connection.sendall(PARTIAL_HEAD)
+                connections.append(connection)
+            assert len(_workers_holding_connections(process, port)) == 2
+            assert httpx.get(f"{base}/healthz").status_code == 200
+            closed_after, still_open = _trickle_until_closed(connections, 6.0)
+        finally:
+            for connection in connections:
+                connection.close()
+    assert still_open == 0 and max(closed_after) < 1 + 2.5

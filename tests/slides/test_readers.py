@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import re
+import struct
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +192,170 @@ def test_openslide_reader_adapts_levels_mpp_and_alpha(
     region = reader.read_region(10, 5, 20, 10, level=1)
     np.testing.assert_array_equal(region, levels[1][5:15, 10:30])
     assert calls[-1] == ((40, 20), 1, (20, 10))  # level-0 location, as OpenSlide wants
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width × height`` but holds a few bytes of pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A 16×16 JPEG whose frame header (SOF0) is rewritten to ``width × height``."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def tiff_declaring(width: int, height: int) -> bytes:
+    """A 16×16 uncompressed TIFF whose ImageWidth and ImageLength tags are rewritten."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.full((16, 16, 3), 200, np.uint8))
+    data = bytearray(buffer.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tiff:
+        tags = tiff.pages.first.tags
+        for name, value in (("ImageWidth", width), ("ImageLength", height)):
+            tag = tags[name]
+            assert tag.dtype == 4  # LONG: any 32-bit size fits
+            data[tag.valueoffset : tag.valueoffset + 4] = struct.pack("<I", value)
+    return bytes(data)
+
+
+def truncated_tiff(keep: float = 0.5) -> bytes:
+    """The first ``keep`` of a tiled, compressed TIFF (from 0.5: its header intact)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, _image(300, 300), tile=(64, 64), compression="zlib")
+    data = buffer.getvalue()
+    return data[: int(len(data) * keep)]
+
+
+BIG = 2**32 - 1
+#: (id, file suffix, bytes, what the failure reason says)
+DAMAGED_SLIDES = [
+    ("png-0x0", ".png", png_declaring(0, 0), "the PNG declares 0×0 pixels"),
+    ("png-100000²", ".png", png_declaring(100_000, 100_000),
+     "the PNG declares 100000×100000 pixels, which its 68 bytes cannot hold"),
+    ("png-2³²−1", ".png", png_declaring(BIG, BIG), "more than any slide scan"),
+    ("jpeg-0x0", ".jpg", jpeg_declaring(0, 0), "the JPEG declares 0×0 pixels"),
+    ("jpeg-0-high", ".jpg", jpeg_declaring(50, 0), "the JPEG declares 50×0 pixels"),
+    ("jpeg-65535²", ".jpg", jpeg_declaring(65535, 65535), "bytes cannot hold"),
+    ("tiff-0x0", ".tif", tiff_declaring(0, 0), "the TIFF declares 0×0 pixels"),
+    ("tiff-100000²", ".tif", tiff_declaring(100_000, 100_000),
+     "the TIFF declares 100000×100000 pixels, which its"),
+    ("tiff-2³²−1", ".tif", tiff_declaring(BIG, BIG), "more than any slide scan"),
+    ("tiff-2³²−1-wide", ".tif", tiff_declaring(BIG, 1), "4294967295×1 pixels"),
+    ("tiff-truncated", ".tif", truncated_tiff(), "is truncated: its TIFF pixel data runs to"),
+    ("tiff-truncated-header", ".tif", truncated_tiff(0.0002), "could not be read as a TIFF"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "reason"),
+    [case[1:] for case in DAMAGED_SLIDES],
+    ids=[case[0] for case in DAMAGED_SLIDES],
+)
+def test_impossible_headers_fail_with_a_reason(
+    tmp_path: Path, suffix: str, content: bytes, reason: str
+) -> None:
+    path = tmp_path / f"case{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=re.escape(reason)) as caught:
+        open_slide(path)
+    assert str(path) in caught.value.message  # the service swaps in the upload's name
+
+
+def test_array_slides_need_pixels() -> None:
+    with pytest.raises(InvalidInputError, match="at least one pixel"):
+        ArraySlideReader(np.zeros((0, 0, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "reason"),
+    [(((0, 0),), "the slide declares 0×0 pixels"),
+     (((BIG, BIG), (100, 50)), "4294967295×4294967295 pixels, more than any slide scan")],
+    ids=["0x0", "2³²−1"],
+)  # fmt: skip
+def test_openslide_files_with_impossible_sizes_fail_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dimensions: tuple, reason: str
+) -> None:
+    closed = []
+
+    class FakeSlide:
+        level_dimensions = dimensions
+        level_downsamples = tuple(1.0 for _ in dimensions)
+
+        def __init__(self, path: str) -> None:
+            self.properties: dict[str, str] = {}
+
+        def close(self) -> None:
+            closed.append(True)
+
+    fake = types.SimpleNamespace(OpenSlide=FakeSlide, OpenSlideError=OSError)
+    monkeypatch.setitem(sys.modules, "openslide", fake)
+    path = tmp_path / "case.svs"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=re.escape(reason)):
+        open_slide(path)
+    assert closed == [True]
+
+
+def test_openslide_read_errors_are_invalid_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class SlideError(Exception):
+        pass
+
+    class FakeSlide:
+        level_dimensions = ((400, 200),)
+        level_downsamples = (1.0,)
+
+        def __init__(self, path: str) -> None:
+            self.properties: dict[str, str] = {}
+
+        def read_region(self, location, level, size):  # type: ignore[no-untyped-def]
+            raise SlideError("TIFFReadEncodedTile failed")
+
+        def close(self) -> None:
+            pass
+
+    fake = types.SimpleNamespace(OpenSlide=FakeSlide, OpenSlideError=SlideError)
+    monkeypatch.setitem(sys.modules, "openslide", fake)
+    path = tmp_path / "case.svs"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="may be truncated or damaged"):
+        open_slide(path).read_region(0, 0, 50, 50)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "reason"),
+    [DAMAGED_SLIDES[0][1:], DAMAGED_SLIDES[5][1:], DAMAGED_SLIDES[10][1:]],
+    ids=["png-0x0", "jpeg-65535²", "tiff-truncated"],
+)
+def test_slide_analyze_exits_with_the_invalid_input_code(
+    tmp_path: Path, suffix: str, content: bytes, reason: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from bcd.cli.main import EXIT_CODES, build_app
+    from bcd.testing.models import write_tiny_model
+
+    path = tmp_path / f"case{suffix}"
+    path.write_bytes(content)
+    model = write_tiny_model(tmp_path / "model")
+    arguments = ["slide", "analyze", str(path), "--model-dir", str(model), "--out", str(tmp_path)]
+    result = CliRunner().invoke(build_app(), arguments)
+    assert result.exit_code == EXIT_CODES[InvalidInputError], result.output
+    assert reason in " ".join(result.output.split())
+    assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 from bcd.config import Settings
 from bcd.serving import EndpointSpec, InMemoryEndpointSource, VariantSpec, create_app
 from bcd.testing.models import write_tiny_model
+from tests.slides.test_readers import DAMAGED_SLIDES
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +177,116 @@ def test_the_web_app_is_served_at_root(client: TestClient) -> None:
     for asset in ("app.css", "js/app.js", "js/viewer.js", "legend.svg"):
         assert client.get(f"/{asset}").status_code == 200
     assert "https://" not in page.text  # no CDN: every asset is local
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content", "reason"),
+    [case[1:] for case in DAMAGED_SLIDES],
+    ids=[case[0] for case in DAMAGED_SLIDES],
+)
+def test_slides_with_impossible_headers_fail_with_a_reason(
+    client: TestClient, suffix: str, content: bytes, reason: str
+) -> None:
+    answer = client.post("/slides", files={"slide": (f"upload{suffix}", content)})
+    assert answer.status_code == 202, answer.text
+    done = _wait(client, answer.json()["id"])
+    assert done["status"] == "Failed"
+    assert reason in done["failure_reason"]
+    assert done["failure_reason"].startswith(f"upload{suffix} ")  # the upload's own name
+    assert "internal error" not in done["failure_reason"]
+
+
+BOUNDARY = "slideBoundary42"
+PART_HEAD = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="slide"; filename="a.png"'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=" + "B" * 300, b"x"),
+        ("multipart/form-data; boundary=" + "B" * 71, b"x"),
+        ("multipart/form-data", b"--x\r\n\r\n--x--\r\n"),
+        (f"multipart/form-data; boundary={BOUNDARY}", b"hello, a body without its boundary"),
+        (f"multipart/form-data; boundary={BOUNDARY}",
+         PART_HEAD.replace("form-data", "form\0data").encode() + b"\r\n\r\nslide\r\n"
+         + f"--{BOUNDARY}--\r\n".encode()),
+        (f"multipart/form-data; boundary={BOUNDARY}",
+         PART_HEAD.replace("\r\n", "\n").encode() + b"\n\nslide\n" + f"--{BOUNDARY}--\n".encode()),
+        (f"multipart/form-data; boundary={BOUNDARY}",
+         PART_HEAD.encode() + b"\r\n\r\n" + b"slide bytes, then the body ends" * 5000),
+    ],
+    ids=["boundary-300", "boundary-71", "no-boundary-parameter", "no-boundary-in-body",
+         "nul-in-part-header", "lf-only", "truncated"],
+)  # fmt: skip
+def test_malformed_multipart_is_refused_with_400(
+    client: TestClient, content_type: str, body: bytes
+) -> None:
+    answer = client.post("/slides", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_input"
+    uploads = Path(client.app.state.settings.home) / "slides" / ".uploads"  # type: ignore[attr-defined]
+    assert not list(uploads.glob("*"))
+    assert client.get("/slides").json()["slides"] == []
+
+
+def test_a_client_that_disconnects_mid_upload_logs_one_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import anyio
+
+    app = client.app
+    head = f"{PART_HEAD}\r\nContent-Type: image/png\r\n\r\n".encode()
+    messages = [
+        {"type": "http.request", "body": head + b"\x89PNG" + b"\0" * 5000, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/slides", "raw_path": b"/slides", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"),
+                    (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+                    (b"content-length", b"500000")],
+    }  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        anyio.run(app, scope, receive, send)  # raises nothing to the server
+    assert sent[0]["status"] == 400
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not [record for record in caplog.records if record.exc_info]
+    disconnects = [record for record in caplog.records if "disconnected" in record.getMessage()]
+    assert len(disconnects) == 1
+    uploads = Path(app.state.settings.home) / "slides" / ".uploads"  # type: ignore[attr-defined]
+    assert not list(uploads.glob("*"))
+
+
+@pytest.mark.parametrize("name", ["a.p\x00ng", "case\n.png", "\x1b[31m.png"], ids=repr)
+def test_file_names_with_control_characters_are_refused(
+    client: TestClient, slide_image: np.ndarray, name: str
+) -> None:
+    raw = client.post(
+        "/slides",
+        content=_png(slide_image),
+        headers={"Content-Type": "image/png"},
+        params={"filename": name},
+    )
+    assert raw.status_code == 400, raw.text
+    assert "control characters" in raw.json()["error"]["message"]
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="slide"; filename="{name}"'
+    body = head.encode() + b"\r\n\r\n" + _png(slide_image) + f"\r\n--{BOUNDARY}--\r\n".encode()
+    form = client.post(
+        "/slides",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert form.status_code == 400, form.text
+    uploads = Path(client.app.state.settings.home) / "slides" / ".uploads"  # type: ignore[attr-defined]
+    assert not list(uploads.glob("*"))
+    assert client.get("/slides").json()["slides"] == []

@@ -15,11 +15,11 @@ from PIL import Image
 
 from bcd.config import Settings
 from bcd.db import session_scope
-from bcd.errors import ConflictError, InvalidInputError, NotFoundError
+from bcd.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from bcd.slides import AnalysisOptions
 from bcd.slides._service import SlideAnalysisService
 from bcd.slides._tables import SlideAnalysisRecord
-from tests.slides.conftest import darkness_predict
+from tests.slides.conftest import darkness_predict, synthetic_slide
 
 
 def _wait(service: SlideAnalysisService, analysis_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -202,5 +202,50 @@ def test_interrupted_analyses_are_marked_failed_on_restart(
             == 0
         )
         _wait(service, created["id"])
+    finally:
+        service.close()
+
+
+def test_a_slide_over_the_tile_limit_is_refused_before_it_is_queued(
+    settings: Settings, slide_image: np.ndarray
+) -> None:
+    limited = settings.model_copy(update={"max_slide_tiles": 191})  # the slide has 192
+    service = SlideAnalysisService(limited, lambda endpoint: (darkness_predict, {}))
+    try:
+        staged = _stage(service, slide_image)
+        with pytest.raises(PayloadTooLargeError, match="192 tiles, over the limit of 191"):
+            service.submit(staged, "a.png", "ep", AnalysisOptions())
+        assert not staged.exists() and service.list() == []
+        assert [path.name for path in service.root.iterdir()] == [".uploads"]
+    finally:
+        service.close()
+
+
+def test_a_small_analysis_submitted_behind_a_large_one_finishes_first(
+    settings: Settings,
+) -> None:
+    large_started = threading.Event()
+    sizes: list[int] = []
+
+    def slow(tiles: np.ndarray) -> np.ndarray:
+        sizes.append(len(tiles))
+        if len(tiles) == 16:
+            large_started.set()
+        time.sleep(0.03)  # each batch takes a while, as on a real model
+        return darkness_predict(tiles)
+
+    service = SlideAnalysisService(settings, lambda endpoint: (slow, {}))
+    try:
+        everything = AnalysisOptions(detect_tissue=False, batch_size=16)
+        large = service.submit(
+            _stage(service, synthetic_slide(40, 40)), "large.png", "ep", everything
+        )  # 1,600 tiles: 100 batches, 3 s or more
+        assert large_started.wait(30)
+        small = service.submit(
+            _stage(service, synthetic_slide(2, 2)), "small.png", "ep", everything
+        )  # 4 tiles: one batch
+        assert _wait(service, small["id"])["status"] == "Completed"
+        assert service.describe(large["id"])["status"] == "InProgress"
+        service.delete(large["id"])  # stops it at its next batch
     finally:
         service.close()

@@ -10,6 +10,7 @@ stops a running analysis). The work itself is :class:`bcd.slides.SlideAnalysisSe
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,8 +24,10 @@ from bcd.serving.deps import ApiKeyDep, SettingsDep
 if TYPE_CHECKING:
     # Imported when first used: the slide pipeline is not needed to start
     # the server or to answer the scoring routes.
+    from bcd.serving._multipart import MultipartStream
     from bcd.slides import AnalysisOptions, SlideAnalysisService
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["slides"])
 
 _service_lock = threading.Lock()
@@ -103,10 +106,11 @@ class _Upload:
         self.written = 0
         self._target = ""
 
-    def parser(self, boundary: bytes) -> Any:
-        from python_multipart.multipart import MultipartParser
+    def parser(self, boundary: bytes) -> MultipartStream:
+        """A streaming parser feeding this upload (malformed bodies: ``InvalidInputError``)."""
+        from bcd.serving._multipart import MultipartStream
 
-        return MultipartParser(
+        return MultipartStream(
             boundary,
             {
                 "on_part_begin": self._begin,
@@ -142,7 +146,7 @@ class _Upload:
         if self._name in ("slide", "file") and filename is not None:
             if self._handle is not None:
                 raise InvalidInputError("send one slide per request")
-            self.filename = filename.decode("utf-8", "replace")
+            self.filename = _upload_filename(filename.decode("utf-8", "replace"))
             self._handle = open(self.staged, "wb")  # noqa: SIM115 - closed in _end / close()
             self._target = "slide"
         elif self._name == "truth":
@@ -177,6 +181,19 @@ class _Upload:
             self._handle.close()
 
 
+def _upload_filename(name: str) -> str:
+    """An upload's file name, as the client sent it, refused if it holds control characters.
+
+    Raises:
+        InvalidInputError: The name holds NUL or another control character.
+    """
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in name):
+        raise InvalidInputError(
+            "the slide's file name holds control characters; rename the file and upload it again"
+        )
+    return name
+
+
 def _too_large(limit: int) -> str:
     return (
         f"the slide is over the {limit / 1024**3:.2f} GB upload limit (BCD_MAX_SLIDE_BYTES); "
@@ -187,33 +204,39 @@ def _too_large(limit: int) -> str:
 async def _receive(request: Request, service: SlideAnalysisService, limit: int) -> _Upload:
     """Stream the request body into a staged file; raw bodies and multipart forms alike."""
     from python_multipart.multipart import parse_options_header
+    from starlette.requests import ClientDisconnect
+
+    from bcd.serving._multipart import boundary_of
 
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 1024**2:
         raise PayloadTooLargeError(_too_large(limit))
     upload = _Upload(service.staging_path(), limit)
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    content_type, _ = parse_options_header(request.headers.get("content-type", ""))
     try:
         if content_type == b"multipart/form-data":
-            boundary = params.get(b"boundary")
-            if not boundary:
-                raise InvalidInputError("multipart body without a boundary")
-            parser = upload.parser(boundary)
+            parser = upload.parser(boundary_of(request.headers.get("content-type", "")))
             async for chunk in request.stream():
                 parser.write(chunk)
-            parser.finalize()
+            parser.finish()
             if upload.filename is None:
                 raise InvalidInputError(
                     "no slide in the form; send the file in a part named 'slide'"
                 )
         else:
-            upload.filename = request.query_params.get("filename") or "slide"
+            upload.filename = _upload_filename(request.query_params.get("filename") or "slide")
             with open(upload.staged, "wb") as handle:
                 async for chunk in request.stream():
                     upload.written += len(chunk)
                     if upload.written > limit:
                         raise PayloadTooLargeError(_too_large(limit))
                     handle.write(chunk)
+    except ClientDisconnect as error:
+        upload.close()
+        upload.staged.unlink(missing_ok=True)
+        # Nobody is left to answer: one line in the log, no traceback.
+        logger.info("slide upload abandoned: the client disconnected mid-upload")
+        raise InvalidInputError("the client disconnected before the upload finished") from error
     except BaseException:
         upload.close()
         upload.staged.unlink(missing_ok=True)
@@ -265,9 +288,24 @@ async def create_slide_analysis(
     server's default endpoint), ``stride``, ``threshold``, ``mpp``, ``model_mpp``,
     ``detect_tissue``, ``context``, ``min_tissue_fraction``, ``tissue_threshold``,
     ``top_k``; ``filename`` names a raw-body upload. Answers ``202`` with the analysis id;
-    poll ``GET /slides/{id}``.
+    poll ``GET /slides/{id}``. The upload must arrive within ``slide_upload_timeout_s``
+    (``504`` otherwise); a slide whose tile grid is over ``max_slide_tiles`` is refused
+    (``413``).
     """
-    upload = await _receive(request, service, settings.max_slide_bytes)
+    import asyncio
+
+    from bcd.errors import BcdTimeoutError
+    from bcd.serving._deadlines import CancelAfter
+
+    try:
+        async with CancelAfter(settings.slide_upload_timeout_s):
+            upload = await _receive(request, service, settings.max_slide_bytes)
+    except TimeoutError as error:
+        raise BcdTimeoutError(
+            f"the slide upload did not arrive within {settings.slide_upload_timeout_s:g} s "
+            "(BCD_SLIDE_UPLOAD_TIMEOUT_S); send it over a faster link or analyse it with "
+            "`bcd slide analyze`"
+        ) from error
     values = {**dict(request.query_params), **upload.fields}
     try:
         options = _options(values)
@@ -275,8 +313,9 @@ async def create_slide_analysis(
         upload.staged.unlink(missing_ok=True)
         raise
     endpoint = (values.get("endpoint") or "").strip() or settings.default_endpoint
-    described = service.submit(
-        upload.staged, upload.filename or "slide", endpoint, options, truth=upload.truth
+    # Off the event loop: submitting hashes the whole file and reads its header.
+    described = await asyncio.to_thread(
+        service.submit, upload.staged, upload.filename or "slide", endpoint, options, upload.truth
     )
     return JSONResponse(
         described, status_code=202, headers={"Location": f"/slides/{described['id']}"}

@@ -60,6 +60,10 @@ class ArraySlideReader(BaseSlideReader):
         if not arrays:
             raise InvalidInputError("an array slide needs at least one level")
         self._levels = [as_rgb(np.asarray(level)) for level in arrays]
+        if 0 in self._levels[0].shape:
+            raise InvalidInputError(
+                f"an array slide needs at least one pixel a side, got shape {self._levels[0].shape}"
+            )
         for larger, smaller in zip(self._levels, self._levels[1:], strict=False):
             if smaller.shape[0] > larger.shape[0] or smaller.shape[1] > larger.shape[1]:
                 raise InvalidInputError("pyramid levels must be ordered largest first")

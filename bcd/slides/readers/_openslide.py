@@ -14,6 +14,7 @@ import numpy as np
 from bcd.errors import DependencyMissingError, InvalidInputError
 from bcd.slides.readers._array import as_rgb
 from bcd.slides.readers._base import BaseSlideReader
+from bcd.slides.readers._checks import check_size
 
 #: File suffixes that only OpenSlide reads.
 OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
@@ -58,6 +59,13 @@ class OpenSlideReader(BaseSlideReader):
                 f"{self.path} could not be opened as a whole slide ({error}); check that the "
                 "file is complete and in a format OpenSlide supports"
             ) from error
+        self._errors = openslide.OpenSlideError
+        try:
+            for width, height in self._slide.level_dimensions:
+                check_size(self.path, "slide", int(width), int(height))
+        except BaseException:
+            self._slide.close()
+            raise
         self.format = str(self._slide.properties.get("openslide.vendor", "openslide"))
         mpp = self._slide.properties.get(getattr(openslide, "PROPERTY_NAME_MPP_X", ""))
         try:
@@ -82,7 +90,13 @@ class OpenSlideReader(BaseSlideReader):
         # OpenSlide takes the top-left corner in level-0 coordinates.
         factor = self._downsamples[level]
         location = (round(x * factor), round(y * factor))
-        region = self._slide.read_region(location, level, (width, height))
+        try:
+            region = self._slide.read_region(location, level, (width, height))
+        except self._errors as error:
+            raise InvalidInputError(
+                f"{self.path} could not be read at level {level}, ({x}, {y}) ({error}); the "
+                "file may be truncated or damaged: upload the complete file"
+            ) from error
         return as_rgb(np.asarray(region))
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ picture held in numpy is shrunk in horizontal parts on several threads.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import Any
 
@@ -30,6 +31,8 @@ from PIL import Image
 from bcd.errors import InvalidInputError, PayloadTooLargeError
 from bcd.slides.readers._array import as_rgb
 from bcd.slides.readers._base import BaseSlideReader, _box_reduce, _resize
+from bcd.slides.readers._checks import check_jpeg, check_png, read_head
+from bcd.slides.readers._png_decode import SIGNATURE as PNG_SIGNATURE
 from bcd.slides.readers._png_decode import ProgressivePng, parallel_map, worker_count
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class PillowSlideReader(BaseSlideReader):
         self.path = str(path)
         self._picture: Image.Image | None = None
         self._image = np.zeros((1, 1, 3), dtype=np.uint8)
+        _check_header(self.path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -140,6 +144,16 @@ class PillowSlideReader(BaseSlideReader):
             self._progressive.close()
             self._progressive = None
         self._image = np.zeros((1, 1, 3), dtype=np.uint8)
+
+
+def _check_header(path: str) -> None:
+    """Refuse a PNG or JPEG whose header declares an impossible size, before decoding."""
+    head = read_head(path)
+    size = os.path.getsize(path)
+    if head.startswith(PNG_SIGNATURE):
+        check_png(path, head, size)
+    elif head.startswith(b"\xff\xd8"):
+        check_jpeg(path, head, size)
 
 
 def _shrink_in_parallel(

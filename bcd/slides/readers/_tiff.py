@@ -9,6 +9,7 @@ or as extra pages of the first series (Aperio/OME style) become levels.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import OrderedDict
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from bcd.errors import InvalidInputError
 from bcd.slides.readers._array import as_rgb
 from bcd.slides.readers._base import BaseSlideReader
+from bcd.slides.readers._checks import check_tiff_page
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +47,35 @@ class TiffSlideReader(BaseSlideReader):
         self.path = str(path)
         try:
             self._tiff = tifffile.TiffFile(self.path)
-            series = self._tiff.series[0]
-            self._pages = [_first_page(level) for level in series.levels]
         except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as error:
-            raise InvalidInputError(
-                f"{self.path} could not be read as a TIFF ({error}); check that the file is "
-                "complete and a TIFF"
-            ) from error
-        self._pages = [page for page in self._pages if _is_image(page)] or self._pages[:1]
-        for page in self._pages:
-            _check_supported(page, self.path)
-        self._levels = [_PageLevel(self._tiff, page, cache_bytes) for page in self._pages]
-        self._mpp = _mpp_of(self._pages[0], self._tiff)
+            raise _unreadable(self.path, error) from error
+        try:
+            self._pages = self._level_pages(str(path))
+            self._levels = [_PageLevel(self._tiff, page, cache_bytes) for page in self._pages]
+            self._mpp = _mpp_of(self._pages[0], self._tiff)
+        except BaseException:
+            self._tiff.close()
+            raise
+
+    def _level_pages(self, path: str) -> list[Any]:
+        """The pages of the pyramid levels, their headers checked before any pixel is read."""
+        file_size = os.path.getsize(path)
+        try:
+            first = self._tiff.pages.first
+        except (IndexError, ValueError, KeyError) as error:
+            raise _unreadable(path, error) from error
+        # Before the series: tifffile's series detection divides by the page size.
+        check_tiff_page(path, first, file_size)
+        try:
+            series = self._tiff.series[0]
+            pages = [_first_page(level) for level in series.levels]
+        except Exception as error:  # tifffile raises many types for damaged files
+            raise _unreadable(path, error) from error
+        pages = [page for page in pages if _is_image(page)] or pages[:1]
+        for page in pages:
+            check_tiff_page(path, page, file_size)
+            _check_supported(page, path)
+        return pages
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
@@ -71,6 +90,13 @@ class TiffSlideReader(BaseSlideReader):
 
     def close(self) -> None:
         self._tiff.close()
+
+
+def _unreadable(path: str, error: BaseException) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path} could not be read as a TIFF ({error or type(error).__name__}); check that "
+        "the file is complete and a TIFF"
+    )
 
 
 def _first_page(level: Any) -> Any:
