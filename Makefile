@@ -4,7 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: run test test-slow lint format bench clean
+.PHONY: run test test-slow lint format bench clean vendor
+
+# OpenSeadragon (the web app's deep-zoom viewer), vendored from npm at build time and
+# served by `bcd serve` itself, so the app works offline; without it the app says so and
+# falls back to its thumbnail viewer.
+OSD_VERSION := 6.1.1
+OSD_DIR     := bcd/serving/web/vendor/openseadragon
+OSD_STAMP   := $(OSD_DIR)/.openseadragon-$(OSD_VERSION)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +26,24 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e '.[serve,train,slides,dev]'
 	touch $@ $(VENV)/.serve
 
-run: $(VENV)/.serve
+vendor: $(OSD_STAMP)
+
+$(OSD_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  tmp=$$(mktemp -d) && \
+	  npm pack --silent --pack-destination "$$tmp" openseadragon@$(OSD_VERSION) >/dev/null && \
+	  tar -xzf "$$tmp/openseadragon-$(OSD_VERSION).tgz" -C "$$tmp" && \
+	  rm -rf $(OSD_DIR) && mkdir -p $(OSD_DIR) && \
+	  cp -R "$$tmp/package/build/openseadragon/." "$$tmp/package/LICENSE.txt" $(OSD_DIR)/ && \
+	  rm -f $(OSD_DIR)/*.map && rm -rf "$$tmp" && touch $@; \
+	else \
+	  echo "npm not found: the web app falls back to its thumbnail viewer (install npm, then make vendor)"; \
+	fi
+
+run: vendor $(VENV)/.serve
 	$(BIN)/bcd serve --bundled
 
-test: $(VENV)/.dev
+test: vendor $(VENV)/.dev
 	$(BIN)/ruff check bcd tests bench examples
 	$(BIN)/ruff format --check bcd tests bench examples
 	$(BIN)/mypy bcd

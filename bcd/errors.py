@@ -68,6 +68,12 @@ class ArtifactIntegrityError(ConflictError):
         )
 
 
+class ExplanationsUnavailableError(ConflictError):
+    """A Grad-CAM explanation cannot be made (no torch, or no torch model ``model.pt``)."""
+
+    code = "explanations_unavailable"
+
+
 class UnsupportedMediaTypeError(InvalidInputError):
     """A request body's content type is not one bcd accepts."""
 

@@ -16,13 +16,15 @@ BCD_HOME, then prints:
   with ``MaxParallelTrainingJobs=1`` and ``=2``, and the ratio parallel /
   serial (target <= 0.6); the same with trials of the tuning tests' script
   (tests/tuning/scripts/quick_train.py, about a second of sleeping "training")
-  to show the executor's concurrency apart from competition for the cores.
+  to show the executor's concurrency apart from competition for the cores;
+  and the same on the local executor, for comparison.
 
 Local and ray jobs alternate round by round, so load from other processes on a
 shared machine hits both alike.
 
     .venv/bin/python bench/executor_bench.py [--patients 6] [--epochs 3] [--rounds 3]
         [--trials 4] [--trial-epochs 1] [--cores 2] [--tuning cnn,script]
+        [--tuning-executors ray,local]
 """
 
 from __future__ import annotations
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument(
         "--tuning", default="cnn,script", help="trial kinds to tune: cnn and/or script"
     )
+    parser.add_argument(
+        "--tuning-executors", default="ray,local", help="executors to tune on, for comparison"
+    )
     args = parser.parse_args()
 
     import ray
@@ -182,10 +187,17 @@ def main() -> None:
             for settings in (local, on_ray):
                 name = f"bench-{settings.executor}-{round_index}"
                 results[settings.executor].append(one_job(settings, name, args.epochs))
+        executors = {"ray": on_ray, "local": local}
         tuning = {
-            (kind, parallel): tuning_run(
-                on_ray, f"bench-{kind}-{parallel}", kind, args.trials, parallel, args.trial_epochs
+            (where, kind, parallel): tuning_run(
+                executors[where],
+                f"bench-{where}-{kind}-{parallel}",
+                kind,
+                args.trials,
+                parallel,
+                args.trial_epochs,
             )
+            for where in args.tuning_executors.split(",")
             for kind in args.tuning.split(",")
             for parallel in (1, 2)
         }
@@ -205,10 +217,11 @@ def main() -> None:
         f"start to first epoch, ray / local:  {start['ray'] / start['local']:.2f} (target <= 1.5)"
     )
     print(f"training throughput, ray / local:   {rate['ray'] / rate['local']:.2f} (target >= 0.9)")
-    for kind in args.tuning.split(","):
-        (serial, _), (parallel, peak) = tuning[(kind, 1)], tuning[(kind, 2)]
+    for where, kind, _ in [key for key in tuning if key[2] == 1]:
+        serial, _ = tuning[(where, kind, 1)]
+        parallel, peak = tuning[(where, kind, 2)]
         what = f"{args.trial_epochs}-epoch cnn" if kind == "cnn" else "sleeping script (1 s)"
-        print(f"tuning on ray, {args.trials} trials, each a {what}:")
+        print(f"tuning on {where}, {args.trials} trials, each a {what}:")
         print(f"  MaxParallelTrainingJobs=1:  {serial:.2f} s")
         print(f"  MaxParallelTrainingJobs=2:  {parallel:.2f} s (at most {peak} trials at once)")
         print(f"  parallel / serial:          {parallel / serial:.2f} (target <= 0.6)")

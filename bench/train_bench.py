@@ -30,12 +30,14 @@ every 2 s, so its own polling barely competes with the job for the CPU.
 
     .venv/bin/python bench/train_bench.py [--algorithms cnn,image-classification]
         [--patients 12] [--epochs 3] [--batch 128] [--threads 2] [--augmentation none]
-        [--stem compact|full|imagenet]
+        [--stem compact|full|imagenet] [--architecture efficientnet-lite0 --image-size 96]
 
 The ResNet's default ``compact`` stem (3x3 stride-2 conv, no max-pool) keeps
 25x25 feature maps after the stem, about 4x the work of torchvision's
 ``imagenet`` stem (13x13); compare with published ResNet-18 numbers using
-``--stem imagenet``.
+``--stem imagenet``. ``--architecture efficientnet-lite0 --image-size 96`` times
+the transfer-learning network instead (ImageNet weights from the installed
+package, patches upsampled to 96x96 inside the network).
 """
 
 from __future__ import annotations
@@ -157,6 +159,14 @@ def main() -> None:
     parser.add_argument(
         "--stem", default="compact", help="ResNet stem: compact (default), full or imagenet."
     )
+    parser.add_argument(
+        "--architecture",
+        default="resnet",
+        help="image-classification network: resnet (default) or efficientnet-lite0/1/2",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=50, help="network input size (50 = no resizing)"
+    )
     args = parser.parse_args()
 
     from bcd.config import Settings
@@ -191,6 +201,10 @@ def main() -> None:
             if algorithm == "image-classification":
                 hyperparameters["num_layers"] = "18"
                 hyperparameters["stem"] = args.stem
+                hyperparameters["architecture"] = args.architecture
+                hyperparameters["image_shape"] = f"3,{args.image_size},{args.image_size}"
+                if args.architecture != "resnet":
+                    hyperparameters["use_pretrained_model"] = "1"
             bare_runs = [
                 bare_loop(algorithm, hyperparameters, settings, args.threads)
                 for _ in range(args.epochs)

@@ -1,6 +1,8 @@
-"""The bundled default model: ``model.onnx``, ``model.json`` and ``MODEL_CARD.md``.
+"""The bundled default model: ``model.onnx``, ``model.json``, ``model.pt`` and ``MODEL_CARD.md``.
 
-They are produced by the project's own pipeline (``bcd quickstart``) and
+They are produced by the project's own pipeline (``bcd quickstart``);
+``model.pt``, the torch weights that Grad-CAM explanations need, was rebuilt
+from ``model.onnx`` by ``examples/analysis/bundled_model_pt.py``. They are
 registered by :func:`bcd.registry.ensure_bundled_endpoint`, which ``bcd serve
 --bundled`` and ``make run`` call.
 """

@@ -46,6 +46,7 @@ def _classifier(
                     "model": model_dir.name,
                     "decision_threshold": runtime.spec.decision_threshold,
                     "slide_context": _context_json(runtime.spec),
+                    "directory": runtime.spec.directory,
                 },
             )
         finally:
@@ -74,8 +75,32 @@ def _classifier(
                 "model": variant.model_name,
                 "decision_threshold": variant.runtime.spec.decision_threshold,
                 "slide_context": _context_json(variant.runtime.spec),
+                "directory": variant.runtime.spec.directory,
             },
         )
+
+
+def _explainer(explain: bool | None, model: dict[str, Any]) -> tuple[Any, str | None]:
+    """The Grad-CAM explainer of the scoring model, or why there is none.
+
+    ``explain`` ``None`` (the default) explains when it can and says why not
+    otherwise; ``True`` insists; ``False`` skips.
+
+    Raises:
+        ExplanationsUnavailableError: With ``--explain`` when torch or ``model.pt`` is missing.
+    """
+    from bcd.errors import ExplanationsUnavailableError
+    from bcd.slides._explain import explanations_supported, load_explainer
+
+    directory = model.pop("directory", None)
+    if explain is False or (explain is None and explanations_supported() is not None):
+        return None, None
+    try:
+        return load_explainer(directory), None
+    except ExplanationsUnavailableError as error:
+        if explain:
+            raise
+        return None, error.message
 
 
 def _summary_table(report: dict[str, Any], out: Path) -> Table:
@@ -153,6 +178,23 @@ def analyze(
     ),
     top_k: int = typer.Option(12, help="How many of the most suspicious tiles to list."),
     batch_size: int = typer.Option(256, help="Tiles per inference call."),
+    explain: bool | None = typer.Option(
+        None,
+        "--explain/--no-explain",
+        help="Grad-CAM explanations of the top tiles (explanations/ and a report panel), from "
+        "the model's torch weights (model.pt). Default: on when torch is installed.",
+    ),
+    geojson: Path | None = typer.Option(
+        None,
+        "--geojson",
+        help="Also write the IDC regions here, as GeoJSON annotations QuPath imports "
+        "(File > Import objects, or drag and drop); OUT/regions.geojson has them too.",
+    ),
+    csv: Path | None = typer.Option(
+        None,
+        "--csv",
+        help="Also write every scored tile's probabilities here as CSV (OUT/tiles.csv too).",
+    ),
 ) -> None:
     """Score every tissue tile of a slide; write heatmap, probability map and reports."""
     from bcd.config import get_settings
@@ -184,6 +226,7 @@ def analyze(
         ) as progress,
     ):
         task = progress.add_task("tiles", total=None)
+        explainer, unexplained = _explainer(explain, model)
         report = analyze_file(
             slide,
             predict,
@@ -192,8 +235,24 @@ def analyze(
             truth=truth_map,
             model=model,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            explainer=explainer,
         )
+    _copy_exports(out, {"regions.geojson": geojson, "tiles.csv": csv})
     console.print(_summary_table(report, out))
+    if unexplained:
+        console.print(f"[yellow]no explanations:[/] {unexplained}")
+
+
+def _copy_exports(out: Path, targets: dict[str, Path | None]) -> None:
+    """Copy exports from the output folder to where the user asked for them."""
+    import shutil
+
+    for name, target in targets.items():
+        if target is None or target.resolve() == (out / name).resolve():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / name, target)
+        console.print(f"{name} → {target}")
 
 
 def from_patches(
@@ -231,6 +290,7 @@ def from_patches(
         )
         return
     with _classifier(endpoint, model_dir) as (predict, model), console.status("analysing"):
+        model.pop("directory", None)
         report = analyze_file(
             paths["slide.png"],
             predict,

@@ -12,6 +12,13 @@ for the REST API.
 from __future__ import annotations
 
 from bcd.slides._analysis import AnalysisOptions, Predict, Progress, SlideAnalysis, analyze_slide
+from bcd.slides._explain import (
+    TileExplainer,
+    explanation_image,
+    explanations_supported,
+    load_explainer,
+    target_layer,
+)
 from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, plan_grid, read_tile
 from bcd.slides._metrics import binary_metrics, roc_auc
 from bcd.slides._outputs import OUTPUT_FILES, write_outputs
@@ -57,6 +64,7 @@ __all__ = [
     "SlideAnalysis",
     "SlideAnalysisService",
     "TiffSlideReader",
+    "TileExplainer",
     "TileGrid",
     "analyze_file",
     "analyze_slide",
@@ -65,10 +73,13 @@ __all__ = [
     "colorize",
     "comparison_image",
     "encode_png",
+    "explanation_image",
+    "explanations_supported",
     "file_facts",
     "heatmap_image",
     "label_regions",
     "largest_region",
+    "load_explainer",
     "load_truth",
     "open_slide",
     "otsu_threshold",
@@ -78,6 +89,7 @@ __all__ = [
     "recover_interrupted_analyses",
     "roc_auc",
     "saturation",
+    "target_layer",
     "tissue_mask",
     "tissue_threshold",
     "top_tiles",

@@ -93,11 +93,30 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
 
 
+def _explanation_row(
+    page: Image.Image, draw: ImageDraw.ImageDraw, explanations: list[Image.Image], y: int
+) -> None:
+    """The top tiles' Grad-CAM pictures in a row, with their colour key."""
+    from bcd.slides._explain import colour_key
+
+    draw.text(
+        (_MARGIN, y),
+        "Where the model sees IDC in them (Grad-CAM of the IDC evidence)",
+        fill=_INK,
+        font=font(17),
+    )
+    y += 28
+    for index, picture in enumerate(explanations[:8]):
+        page.paste(picture.resize((100, 100)), (_MARGIN + index * 138, y))
+    page.paste(colour_key(238), (_MARGIN, y + 104))
+
+
 def render_page(
     report: dict[str, Any],
     heatmap: Image.Image,
     tiles: list[np.ndarray],
     comparison: Image.Image | None = None,
+    explanations: list[Image.Image] | None = None,
 ) -> Image.Image:
     """Lay out the one-page report.
 
@@ -106,6 +125,8 @@ def render_page(
         heatmap: The heatmap with its legend.
         tiles: Images of the top tiles (uint8 ``(50, 50, 3)``), most suspicious first.
         comparison: Predicted beside ground truth, when truth was given.
+        explanations: The same tiles with their Grad-CAM heat blended on
+            (:func:`bcd.slides._explain.explain_top_tiles`), shown under them.
 
     Returns:
         An A4 page (150 dpi) as an RGB image.
@@ -129,7 +150,9 @@ def render_page(
     y = _table(draw, _facts(report), _MARGIN, 198) + 10
     draw.line((_MARGIN, y, _MARGIN + width, y), fill=(200, 200, 200))
     y = _table(draw, _results(report), _MARGIN, y + 12) + 12
-    image_height = 520 if comparison is None else 400
+    # The Grad-CAM row takes room from the pictures above it.
+    room = 60 if explanations else 0
+    image_height = (520 if comparison is None else 400) - room
     picture = _fit(heatmap, width, image_height)
     page.paste(picture, (_MARGIN, y))
     y += picture.height + 14
@@ -146,7 +169,7 @@ def render_page(
             font=font(15),
         )
         y += 26
-        picture = _fit(comparison, width, 300)
+        picture = _fit(comparison, width, 300 - room // 2)
         page.paste(picture, (_MARGIN, y))
         y += picture.height + 14
     draw.text(
@@ -166,6 +189,8 @@ def render_page(
             font=font(13),
         )
         draw.text((x, y + 121), f"{entry['x']}, {entry['y']}", fill=(90, 96, 102), font=font(12))
+    if explanations:
+        _explanation_row(page, draw, explanations, y + 142)
     lines = [
         line
         for note in report.get("notes") or []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from bcd.slides._analysis import AnalysisOptions, Predict, Progress, analyze_sli
 from bcd.slides._outputs import write_outputs
 from bcd.slides._summary import build_report
 from bcd.slides.readers import open_slide
+
+if TYPE_CHECKING:
+    from bcd.slides._explain import TileExplainer
 
 
 def file_facts(path: str | Path, name: str | None = None) -> dict[str, Any]:
@@ -40,6 +43,7 @@ def analyze_file(
     model: dict[str, Any] | None = None,
     progress: Progress | None = None,
     filename: str | None = None,
+    explainer: TileExplainer | None = None,
 ) -> dict[str, Any]:
     """Analyse a slide file and write heatmap, maps, JSON and page report to ``out_dir``.
 
@@ -55,6 +59,8 @@ def analyze_file(
             object) are used when the options do not override them.
         progress: ``(done, total)`` callback; raising in it cancels.
         filename: Name to show in the report instead of the file's own (uploads).
+        explainer: Explain the top tiles with Grad-CAM (``explanations/`` in
+            ``out_dir``, a panel on the report page, ``explanations`` in the report).
 
     Returns:
         The report (also written as ``report.json``).
@@ -78,5 +84,18 @@ def analyze_file(
         report = build_report(
             analysis, truth=truth, truth_cell=truth_cell, source=source, model=model
         )
-        write_outputs(analysis, report, out_dir, reader, truth=truth, truth_cell=truth_cell)
+        panel = None
+        if explainer is not None:
+            from bcd.slides._explain import explain_top_tiles
+
+            panel = explain_top_tiles(explainer, reader, analysis, report, out_dir)
+        write_outputs(
+            analysis,
+            report,
+            out_dir,
+            reader,
+            truth=truth,
+            truth_cell=truth_cell,
+            explanations=panel,
+        )
     return report

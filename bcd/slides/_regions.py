@@ -1,6 +1,9 @@
-"""Connected regions of IDC-positive tiles and the most suspicious tiles."""
+"""Connected regions of IDC-positive tiles, the most suspicious tiles, regions as GeoJSON."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +102,75 @@ def top_tiles(probabilities: np.ndarray, k: int) -> list[tuple[int, int, float]]
     order = np.argsort(-flat, kind="stable")[:k]
     cols = probabilities.shape[1]
     return [(int(index // cols), int(index % cols), float(flat[index])) for index in order]
+
+
+#: QuPath's colour for the IDC class of exported regions (the heatmap's red).
+IDC_COLOUR = (215, 25, 28)
+
+
+def regions_geojson(
+    probabilities: np.ndarray,
+    threshold: float,
+    cell: float,
+    slide_size: tuple[int, int],
+    mpp: float,
+) -> dict[str, Any]:
+    """IDC regions as a QuPath-compatible GeoJSON ``FeatureCollection``.
+
+    Each 8-connected region of tiles at or above ``threshold`` becomes one
+    feature: the union of its grid cells, a ``Polygon`` (holes included) or a
+    ``MultiPolygon`` when parts touch only at corners, in level-0 pixel
+    coordinates (x right, y down, as QuPath places objects), clipped to the slide.
+
+    Args:
+        probabilities: float ``(rows, cols)``, NaN where no tile was scored.
+        threshold: IDC probability at which a tile is positive.
+        cell: Edge of a grid cell in level-0 pixels.
+        slide_size: ``(width, height)`` of level 0.
+        mpp: Microns per level-0 pixel (for the areas).
+
+    Returns:
+        The collection; each feature's ``properties`` hold ``objectType``
+        ``"annotation"``, ``classification`` ``{"name": "IDC", "color": [r, g, b]}``
+        and ``measurements`` (tiles, mean and max probability, area in µm² and mm²).
+    """
+    import shapely
+
+    positive = np.nan_to_num(probabilities, nan=0.0) >= threshold
+    positive &= ~np.isnan(probabilities)
+    labels, count = label_regions(positive)
+    flat = labels.ravel()
+    cells = np.flatnonzero(flat)
+    cells = cells[np.argsort(flat[cells], kind="stable")]
+    starts = np.searchsorted(flat[cells], np.arange(1, count + 2))
+    bounds = shapely.box(0, 0, *slide_size)
+    cols_total = probabilities.shape[1]
+    features = []
+    for region in range(count):
+        members = cells[starts[region] : starts[region + 1]]
+        rows, cols = members // cols_total, members % cols_total
+        boxes = shapely.box(cols * cell, rows * cell, (cols + 1) * cell, (rows + 1) * cell)
+        # Simplifying by 0 only drops the vertices between collinear cell edges.
+        shape = shapely.simplify(shapely.intersection(shapely.union_all(boxes), bounds), 0)
+        values = probabilities[rows, cols]
+        area_um2 = float(shape.area) * mpp * mpp
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": json.loads(shapely.to_geojson(shapely.set_precision(shape, 0.01))),
+                "properties": {
+                    "objectType": "annotation",
+                    "name": f"IDC region {region + 1}",
+                    "classification": {"name": "IDC", "color": list(IDC_COLOUR)},
+                    "isLocked": False,
+                    "measurements": {
+                        "Tiles": len(members),
+                        "Mean IDC probability": round(float(values.mean()), 4),
+                        "Max IDC probability": round(float(values.max()), 4),
+                        "Area µm^2": round(area_um2, 1),
+                        "Area mm^2": round(area_um2 / 1e6, 6),
+                    },
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,49 @@ def truth_map() -> np.ndarray:
     truth[2:10, 2:14] = 0
     truth[4:8, 5:10] = 1
     return truth
+
+
+@pytest.fixture(scope="session")
+def scan_levels() -> list[np.ndarray]:
+    """The synthetic 0.25 µm/px scan's pyramid (read-only; see ``scanner_files``)."""
+    from tests.slides.scanner_files import scanner_levels
+
+    levels = scanner_levels()
+    for level in levels:
+        level.setflags(write=False)
+    return levels
+
+
+@pytest.fixture(scope="session")
+def scan_png(tmp_path_factory: pytest.TempPathFactory, scan_levels: list[np.ndarray]) -> Path:
+    """The scan's level 0 as a PNG that records 0.25 µm/px."""
+    from tests.slides.scanner_files import write_png
+
+    return write_png(tmp_path_factory.mktemp("png") / "scan.png", scan_levels)
+
+
+@pytest.fixture(scope="session")
+def scan_tiff(tmp_path_factory: pytest.TempPathFactory, scan_levels: list[np.ndarray]) -> Path:
+    """The scan as a generic pyramidal JPEG-tiled TIFF with resolution tags."""
+    from tests.slides.scanner_files import write_pyramid_tiff
+
+    return write_pyramid_tiff(tmp_path_factory.mktemp("tiff") / "scan.tif", scan_levels)
+
+
+@pytest.fixture(scope="session")
+def scan_svs(tmp_path_factory: pytest.TempPathFactory, scan_levels: list[np.ndarray]) -> Path:
+    """The scan as an Aperio-style SVS (OpenSlide's ``aperio`` vendor)."""
+    from tests.slides.scanner_files import write_svs
+
+    return write_svs(tmp_path_factory.mktemp("svs") / "scan.svs", scan_levels)
+
+
+@pytest.fixture(scope="session")
+def scan_dicom(
+    tmp_path_factory: pytest.TempPathFactory, scan_levels: list[np.ndarray]
+) -> list[Path]:
+    """The scan as a DICOM WSI series written by wsidicom: one file per level, level 0 first."""
+    pytest.importorskip("wsidicom")
+    from tests.slides.scanner_files import write_dicom
+
+    return write_dicom(tmp_path_factory.mktemp("dicom") / "scan", scan_levels)

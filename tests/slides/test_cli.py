@@ -78,3 +78,32 @@ def test_bad_input_exits_with_a_message(
     ]
     exit_code, output = _run(*args)
     assert exit_code == code and message in output
+
+
+def test_analyze_writes_geojson_and_csv_where_asked(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.slides.conftest import synthetic_slide
+
+    model = write_tiny_model(tmp_path / "model")
+    slide = tmp_path / "slide.png"
+    Image.fromarray(synthetic_slide()).save(slide, dpi=(6350, 6350))
+    geojson, table = tmp_path / "qupath" / "case.geojson", tmp_path / "case.csv"
+    code, output = _run(
+        "slide", "analyze", str(slide), "--model-dir", str(model), "--out", str(tmp_path / "out"),
+        "--geojson", str(geojson), "--csv", str(table),
+    )  # fmt: skip
+    assert code == 0, output
+    assert geojson.read_bytes() == (tmp_path / "out" / "regions.geojson").read_bytes()
+    collection = json.loads(geojson.read_text())
+    assert collection["type"] == "FeatureCollection" and collection["features"]
+    assert collection["features"][0]["properties"]["classification"]["name"] == "IDC"
+    rows = list(csv.DictReader(table.open()))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(rows) == report["tiles"]["tissue"]
+    assert np.isclose(
+        max(float(row["probability"]) for row in rows), report["top_tiles"][0]["probability"]
+    )

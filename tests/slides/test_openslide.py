@@ -132,3 +132,30 @@ def test_a_whole_analysis_through_openslide(
     written = json.loads((tmp_path / "out" / "report.json").read_text())
     assert written["slide"]["mpp"] == pytest.approx(2.0)
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 0
+
+
+def test_an_aperio_svs_is_analysed_like_the_scan_in_memory(
+    scan_svs: Path, scan_levels: list[np.ndarray]
+) -> None:
+    with open_slide(scan_svs) as reader:
+        assert isinstance(reader, OpenSlideReader) and reader.format == "aperio"
+        assert reader.mpp == pytest.approx(0.25)  # "|MPP = 0.25" in the description
+        analysis = analyze_slide(reader, darkness_predict)
+    reference = analyze_slide(ArraySlideReader(list(scan_levels), mpp=0.25), darkness_predict)
+    assert analysis.grid.level == reference.grid.level == 2
+    np.testing.assert_array_equal(analysis.tissue, reference.tissue)
+    np.testing.assert_allclose(analysis.probabilities, reference.probabilities, atol=0.02)
+
+
+def test_openslide_and_wsidicom_read_a_dicom_series_alike(scan_dicom: list[Path]) -> None:
+    with (
+        OpenSlideReader(str(scan_dicom[0])) as through_openslide,
+        open_slide(scan_dicom[0]) as through_wsidicom,
+    ):
+        assert through_openslide.format == "dicom" and through_wsidicom.format == "dicom"
+        assert through_openslide.level_dimensions == through_wsidicom.level_dimensions
+        assert through_openslide.mpp == pytest.approx(through_wsidicom.mpp)
+        for level in range(through_wsidicom.level_count):
+            ours = through_wsidicom.read_region(200, 100, 300, 200, level).astype(np.int16)
+            theirs = through_openslide.read_region(200, 100, 300, 200, level).astype(np.int16)
+            assert np.abs(ours - theirs).max() <= 2  # two JPEG decoders

@@ -46,6 +46,7 @@ def test_analyze_file_writes_every_output(
     assert names == {
         "report.json", "report.pdf", "report.png", "heatmap.png", "overlay.png",
         "thumbnail.jpg", "probabilities.npy", "comparison.png", "truth.npy",
+        "regions.geojson", "tiles.csv",
     }  # fmt: skip
     assert not any(name.startswith(".") for name in names)  # no temporary leftovers
     written = json.loads((out / "report.json").read_text())
@@ -167,3 +168,92 @@ def test_tile_threshold_defaults_to_the_models_decision_threshold(
     probabilities = np.load(tmp_path / "out" / "probabilities.npy", allow_pickle=False)
     scored = probabilities[np.isfinite(probabilities)]
     assert report["tiles"]["idc_positive"] == int((scored >= used).sum())
+
+
+# -- exports: QuPath GeoJSON and tile CSV --------------------------------------
+
+
+def test_regions_become_qupath_annotations_with_holes_and_corner_contacts() -> None:
+    from bcd.slides._regions import regions_geojson
+
+    probabilities = np.full((6, 8), 0.1, dtype=np.float32)
+    probabilities[0, :] = np.nan  # background row: never positive
+    probabilities[1:5, 0:3] = 0.9  # a 4 x 3 block with a hole in the middle
+    probabilities[2, 1] = 0.2
+    probabilities[1, 5] = probabilities[2, 6] = 0.8  # two cells touching at a corner
+    collection = regions_geojson(probabilities, 0.5, 10.0, (75, 60), mpp=0.5)
+    assert collection["type"] == "FeatureCollection"
+    block, pair = collection["features"]
+    assert block["geometry"]["type"] == "Polygon"
+    outer, hole = block["geometry"]["coordinates"]
+    assert sorted(map(tuple, outer))[0] == (0.0, 10.0) and len(outer) == 5  # a plain rectangle
+    assert len(hole) == 5 and hole[0] == hole[-1]  # a closed ring round the low cell
+    assert set(map(tuple, hole)) == {(10.0, 20.0), (20.0, 20.0), (20.0, 30.0), (10.0, 30.0)}
+    assert pair["geometry"]["type"] == "MultiPolygon"  # 8-connected, one region, two parts
+    assert len(pair["geometry"]["coordinates"]) == 2
+    properties = block["properties"]
+    assert properties["objectType"] == "annotation"
+    assert properties["classification"] == {"name": "IDC", "color": [215, 25, 28]}
+    measured = properties["measurements"]
+    assert measured["Tiles"] == 11
+    assert measured["Mean IDC probability"] == pytest.approx(0.9)
+    assert measured["Area µm^2"] == pytest.approx(11 * 100 * 0.25)  # 10 px cells at 0.5 µm/px
+    assert pair["properties"]["measurements"]["Max IDC probability"] == pytest.approx(0.8)
+
+
+def test_regions_are_clipped_to_the_slide_and_empty_without_positives() -> None:
+    from bcd.slides._regions import regions_geojson
+
+    probabilities = np.full((2, 2), 0.9, dtype=np.float32)
+    clipped = regions_geojson(probabilities, 0.5, 10.0, (15, 20), mpp=1.0)["features"][0]
+    xs = [x for x, _ in clipped["geometry"]["coordinates"][0]]
+    assert max(xs) == 15.0 and clipped["properties"]["measurements"]["Area µm^2"] == 300.0
+    assert regions_geojson(probabilities, 0.95, 10.0, (20, 20), mpp=1.0)["features"] == []
+
+
+def test_exports_match_the_analysis(
+    tmp_path: Path, slide_file: Path, truth_map: np.ndarray
+) -> None:
+    import csv
+
+    out = tmp_path / "out"
+    report = analyze_file(slide_file, darkness_predict, out, truth=truth_map)
+    probabilities = np.load(out / "probabilities.npy", allow_pickle=False)
+    rows = list(csv.DictReader((out / "tiles.csv").open()))
+    assert list(rows[0]) == [
+        "row", "col", "x", "y", "width", "height", "probability", "tile_probability", "idc",
+        "truth",
+    ]  # fmt: skip
+    assert len(rows) == report["tiles"]["tissue"] == int((~np.isnan(probabilities)).sum())
+    assert sum(int(row["idc"]) for row in rows) == report["tiles"]["idc_positive"]
+    first = rows[0]
+    row, col = int(first["row"]), int(first["col"])
+    assert float(first["probability"]) == pytest.approx(probabilities[row, col], abs=1e-4)
+    assert first["tile_probability"] == first["probability"]  # no slide context here
+    assert (int(first["x"]), int(first["y"])) == (col * 50, row * 50)
+    assert {row["truth"] for row in rows} <= {"0", "1", ""}
+    tumour = next(row for row in rows if (row["row"], row["col"]) == ("5", "6"))
+    assert tumour["truth"] == "1" and tumour["idc"] == "1"
+    collection = json.loads((out / "regions.geojson").read_text())
+    assert len(collection["features"]) == 1
+    region = report["largest_region"]
+    feature = collection["features"][0]
+    assert feature["properties"]["measurements"]["Tiles"] == region["tiles"]
+    points = np.array(feature["geometry"]["coordinates"][0])
+    assert points[:, 0].min() == region["bbox"]["x"] and points[:, 1].min() == region["bbox"]["y"]
+    assert points[:, 0].max() == region["bbox"]["x"] + region["bbox"]["width"]
+
+
+def test_the_tiles_own_scores_are_kept_when_the_context_changes_the_map(
+    tmp_path: Path, slide_file: Path
+) -> None:
+    import csv
+
+    context = SlideContext(radius=1, weights=(0.5, 0.8), bias=0.0, decision_threshold=0.5)
+    analyze_file(slide_file, darkness_predict, tmp_path, model={"slide_context": context.to_json()})
+    own = np.load(tmp_path / "tile_probabilities.npy", allow_pickle=False)
+    combined = np.load(tmp_path / "probabilities.npy", allow_pickle=False)
+    assert not np.allclose(np.nan_to_num(own), np.nan_to_num(combined), atol=1e-3)
+    for row in csv.DictReader((tmp_path / "tiles.csv").open()):
+        r, c = int(row["row"]), int(row["col"])
+        assert float(row["tile_probability"]) == pytest.approx(own[r, c], abs=1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import struct
 import sys
 import types
@@ -17,7 +18,8 @@ from PIL import Image
 
 from bcd.errors import DependencyMissingError, InvalidInputError, NotFoundError
 from bcd.slides import ArraySlideReader, open_slide
-from bcd.slides.readers import PillowSlideReader, TiffSlideReader
+from bcd.slides.readers import DicomSlideReader, PillowSlideReader, TiffSlideReader
+from tests.slides.scanner_files import write_dicom
 
 
 def _image(height: int = 300, width: int = 420) -> np.ndarray:
@@ -359,3 +361,94 @@ def test_slide_analyze_exits_with_the_invalid_input_code(
     assert result.exit_code == EXIT_CODES[InvalidInputError], result.output
     assert reason in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def _series_of(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_dicom_is_sniffed_not_taken_from_the_name(tmp_path: Path, scan_dicom: list[Path]) -> None:
+    upload = tmp_path / "upload.bin"  # one file alone: its own level only
+    upload.write_bytes(scan_dicom[0].read_bytes())
+    with open_slide(upload) as reader:
+        assert isinstance(reader, DicomSlideReader)
+        assert reader.level_dimensions == ((4096, 3072),)
+        assert reader.mpp == pytest.approx(0.25)
+
+
+def test_any_file_of_a_dicom_series_opens_the_whole_series(
+    tmp_path: Path, scan_dicom: list[Path], scan_levels: list[np.ndarray]
+) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for index, path in enumerate(scan_dicom):
+        shutil.copy(path, folder / f"level-{index}.dcm")
+    # A second, smaller slide in the same folder: its level 0 is 1024x768.
+    for index, path in enumerate(write_dicom(tmp_path / "other", scan_levels[1:])):
+        shutil.copy(path, folder / f"other-{index}.dcm")
+    assert _series_of(folder / "other-0.dcm") != _series_of(folder / "level-0.dcm")
+    expected = ((4096, 3072), (1024, 768), (256, 192))
+    with open_slide(folder / "level-2.dcm") as reader:
+        assert reader.level_dimensions == expected
+        assert reader.level_downsamples == (1.0, 4.0, 16.0)
+    with open_slide(folder / "other-1.dcm") as reader:
+        assert reader.level_dimensions == ((1024, 768), (256, 192))
+        assert reader.level_downsamples == (1.0, 4.0)
+
+
+def test_a_folder_of_dicom_files_opens_as_a_slide(scan_dicom: list[Path]) -> None:
+    with open_slide(scan_dicom[0].parent) as reader:
+        assert reader.format == "dicom" and reader.level_count == 3
+
+
+def test_a_folder_without_dicom_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no slide here")
+    with pytest.raises(InvalidInputError, match="a folder without DICOM files"):
+        open_slide(tmp_path)
+
+
+def test_dicom_without_wsidicom_says_how_to_install(
+    tmp_path: Path, scan_dicom: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wsidicom", None)
+    with pytest.raises(DependencyMissingError, match=r"wsidicom.*bcd\[slides\]"):
+        open_slide(scan_dicom[0])
+
+
+@pytest.mark.parametrize(
+    ("keep", "reason"),
+    [
+        (0.5, "is truncated or damaged: the pixel data of its DICOM level 0 (4096×3072)"),
+        (0.001, "could not be opened as a DICOM whole slide"),
+    ],
+    ids=["half", "header-only"],
+)
+def test_a_cut_dicom_file_fails_when_opened(
+    tmp_path: Path, scan_dicom: list[Path], keep: float, reason: str
+) -> None:
+    data = scan_dicom[0].read_bytes()
+    path = tmp_path / "case.dcm"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InvalidInputError, match=re.escape(reason)) as caught:
+        open_slide(path)
+    assert str(path) in caught.value.message
+
+
+def test_a_dicom_file_that_is_not_a_whole_slide_is_invalid_input(tmp_path: Path) -> None:
+    pytest.importorskip("wsidicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    dataset = Dataset()
+    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    dataset.SOPInstanceUID = dataset.SeriesInstanceUID = generate_uid()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    path = tmp_path / "ct.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    with pytest.raises(InvalidInputError, match="could not be opened as a DICOM whole slide"):
+        open_slide(path)

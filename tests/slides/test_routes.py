@@ -290,3 +290,194 @@ def test_file_names_with_control_characters_are_refused(
     uploads = Path(client.app.state.settings.home) / "slides" / ".uploads"  # type: ignore[attr-defined]
     assert not list(uploads.glob("*"))
     assert client.get("/slides").json()["slides"] == []
+
+
+# -- deep zoom, exports ------------------------------------------------------
+
+PYRAMID_MPP = 1.0  # µm per level-0 pixel: one 50 px model tile is 200 level-0 pixels
+
+
+def write_pyramidal_tiff(path: Path, image: np.ndarray, upscale: int = 4) -> Path:
+    """A JPEG-tiled pyramidal TIFF (SubIFDs, 1 µm/px) of ``image`` enlarged ``upscale`` times.
+
+    Levels: full size, /4 (the model's 4 µm/px) and /16.
+    """
+    import tifffile
+
+    full = np.repeat(np.repeat(image, upscale, axis=0), upscale, axis=1)
+    options: dict[str, Any] = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb"}
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(
+            full,
+            subifds=2,
+            resolution=(10_000 / PYRAMID_MPP, 10_000 / PYRAMID_MPP),
+            resolutionunit="CENTIMETER",
+            **options,
+        )
+        for factor in (4, 16):
+            reduced = Image.fromarray(full).reduce(factor)
+            writer.write(np.asarray(reduced), subfiletype=1, **options)
+    return path
+
+
+@pytest.fixture
+def pyramid_analysis(
+    client: TestClient, slide_image: np.ndarray, truth_map: np.ndarray, tmp_path: Path
+) -> str:
+    """A completed analysis of a 3200 x 2400 pyramidal TIFF, with ground truth."""
+    path = write_pyramidal_tiff(tmp_path / "case.tif", slide_image)
+    client.app.state.settings.max_slide_bytes = 50_000_000  # type: ignore[attr-defined]
+    truth = io.BytesIO()
+    np.save(truth, np.repeat(np.repeat(truth_map, 4, axis=0), 4, axis=1))  # 50 level-0 px cells
+    answer = client.post(
+        "/slides",
+        files={"slide": ("case.tif", path.read_bytes()), "truth": ("truth.npy", truth.getvalue())},
+    )
+    assert answer.status_code == 202, answer.text
+    done = _wait(client, answer.json()["id"])
+    assert done["status"] == "Completed", done["failure_reason"]
+    return str(done["id"])
+
+
+def _image(answer: Any) -> Image.Image:
+    return Image.open(io.BytesIO(answer.content))
+
+
+def test_deep_zoom_descriptors_tiles_and_caching(
+    client: TestClient, pyramid_analysis: str, slide_image: np.ndarray
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    base = f"/slides/{pyramid_analysis}"
+    described = client.get(base + "/dzi")
+    assert described.status_code == 200 and "xml" in described.headers["content-type"]
+    assert described.headers["cache-control"] == "private, max-age=86400"
+    root = ET.fromstring(described.text)
+    assert root.tag == "{http://schemas.microsoft.com/deepzoom/2008}Image"
+    assert root.attrib == {"Format": "jpeg", "Overlap": "1", "TileSize": "254"}
+    assert root[0].attrib == {"Width": "3200", "Height": "2400"}
+    # 2^12 = 4096 >= 3200: level 12 is full size, 13 x 10 tiles of 254 px plus overlap.
+    first = client.get(base + "/dzi_files/12/0_0.jpeg")
+    assert first.headers["content-type"] == "image/jpeg"
+    assert first.headers["cache-control"] == "private, max-age=86400"
+    assert _image(first).size == (255, 255)  # overlap on the right and bottom only
+    assert _image(client.get(base + "/dzi_files/12/1_1.jpeg")).size == (256, 256)
+    assert _image(client.get(base + "/dzi_files/12/12_9.jpeg")).size == (3200 - 3047, 2400 - 2285)
+    assert _image(client.get(base + "/dzi_files/0/0_0.jpeg")).size == (1, 1)
+    assert _image(client.get(base + "/dzi_files/8/0_0.jpeg")).size == (200, 150)
+    # Full resolution shows the slide's pixels: the tumour (rows 200-400, cols 250-500
+    # of the synthetic slide, x4) is dark purple where glass is white.
+    tumour = np.asarray(_image(client.get(base + "/dzi_files/12/5_4.jpeg")), dtype=float)
+    expected = slide_image[254:318, 317:381].astype(float)  # its box x 1269-1525, y 1015-1271
+    assert abs(tumour.mean(axis=(0, 1)) - expected.mean(axis=(0, 1))).max() < 4
+    glass = np.asarray(_image(client.get(base + "/dzi_files/12/0_0.jpeg")), dtype=float)
+    assert glass.mean() > 240
+    views = client.app.state.deep_zoom_views  # type: ignore[attr-defined]
+    cached = len(views.cache)
+    assert client.get(base + "/dzi_files/12/0_0.jpeg").content == first.content
+    assert len(views.cache) == cached  # answered from the cache
+
+
+def test_overlay_and_truth_layers(client: TestClient, pyramid_analysis: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    base = f"/slides/{pyramid_analysis}"
+    for layer in ("overlay", "truth"):
+        root = ET.fromstring(client.get(f"{base}/{layer}.dzi").text)
+        assert root.attrib["Format"] == "png"
+        assert root[0].attrib == {"Width": "3200", "Height": "2400"}
+    whole = _image(client.get(base + "/overlay_files/8/0_0.png"))
+    assert whole.mode == "RGBA" and whole.size == (200, 150)
+    pixels = np.asarray(whole)
+    # One grid cell is 200 level-0 px, 12.5 px at level 8 (16x smaller).
+    assert pixels[5, 5, 3] == 0  # glass border: not scored, transparent
+    tumour = pixels[int(5.5 * 12.5), int(7.5 * 12.5)]
+    assert tumour[3] == 255 and tumour[0] > tumour[2]  # scored, red (IDC)
+    stroma = pixels[int(2.5 * 12.5), int(2.5 * 12.5)]
+    assert stroma[3] == 255 and stroma[2] > stroma[0]  # scored, blue
+    strict = np.asarray(_image(client.get(base + "/overlay_files/8/0_0.png?threshold=0.9")))
+    assert strict[int(2.5 * 12.5), int(2.5 * 12.5), 3] == 0  # below the threshold: hidden
+    assert (strict[..., 3] > 0).sum() < (pixels[..., 3] > 0).sum()
+    truth = np.asarray(_image(client.get(base + "/truth_files/8/0_0.png")))
+    assert tuple(truth[int(5.5 * 12.5), int(7.5 * 12.5)]) == (215, 25, 28, 255)
+    assert tuple(truth[int(2.5 * 12.5), int(2.5 * 12.5)]) == (44, 123, 182, 255)
+    assert truth[5, 5, 3] == 0  # not annotated
+    full = _image(client.get(base + "/overlay_files/12/4_3.png"))
+    assert full.size == (256, 256)
+
+
+def test_viewer_facts_and_tile_scores(client: TestClient, pyramid_analysis: str) -> None:
+    base = f"/slides/{pyramid_analysis}"
+    facts = client.get(base + "/viewer").json()
+    assert facts["width"] == 3200 and facts["height"] == 2400 and facts["max_level"] == 12
+    assert facts["grid"] == {"rows": 12, "cols": 16, "cell": 200.0, "footprint": 200}
+    assert facts["truth"] == base + "/truth.dzi" and facts["slide"] == base + "/dzi"
+    tumour = client.get(base + "/tiles/5/7.json").json()
+    assert tumour["x"] == 1400 and tumour["y"] == 1000 and tumour["width"] == 200
+    assert tumour["tissue"] and tumour["idc"] and tumour["truth"] == 1
+    assert tumour["probability"] >= tumour["threshold"]
+    assert tumour["tile_probability"] == tumour["probability"]  # no slide context
+    glass = client.get(base + "/tiles/0/0.json").json()
+    assert not glass["tissue"] and glass["probability"] is None and glass["truth"] is None
+
+
+def test_regions_geojson_and_tiles_csv(client: TestClient, pyramid_analysis: str) -> None:
+    import csv
+
+    base = f"/slides/{pyramid_analysis}"
+    answer = client.get(base + "/regions.geojson", params={"download": "true"})
+    assert answer.headers["content-type"] == "application/geo+json"
+    assert "attachment" in answer.headers["content-disposition"]
+    collection = answer.json()
+    assert collection["type"] == "FeatureCollection"
+    assert len(collection["features"]) >= 1
+    biggest = max(collection["features"], key=lambda f: f["properties"]["measurements"]["Tiles"])
+    properties = biggest["properties"]
+    assert properties["objectType"] == "annotation"
+    assert properties["classification"] == {"name": "IDC", "color": [215, 25, 28]}
+    assert biggest["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    # The tumour: grid rows 4-7, cols 5-9, in level-0 pixels (200 px cells).
+    points = np.array(biggest["geometry"]["coordinates"][0])
+    assert points[:, 0].min() >= 1000 and points[:, 0].max() <= 2000
+    assert points[:, 1].min() >= 800 and points[:, 1].max() <= 1600
+    measured = properties["measurements"]
+    assert measured["Area µm^2"] == pytest.approx(measured["Tiles"] * 200 * 200, rel=1e-6)
+    table = client.get(base + "/tiles.csv")
+    assert table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    report = client.get(base).json()["report"]
+    assert len(rows) == report["tiles"]["tissue"]
+    assert sum(int(row["idc"]) for row in rows) == report["tiles"]["idc_positive"]
+    tumour = next(row for row in rows if (row["row"], row["col"]) == ("5", "7"))
+    assert tumour["x"] == "1400" and tumour["truth"] == "1"
+
+
+def test_deep_zoom_errors(client: TestClient, pyramid_analysis: str) -> None:
+    unknown = "0" * 32
+    for path in (
+        "/dzi", "/dzi_files/12/0_0.jpeg", "/overlay.dzi", "/overlay_files/8/0_0.png",
+        "/viewer", "/tiles/5/7.json", "/regions.geojson", "/tiles.csv",
+    ):  # fmt: skip
+        answer = client.get(f"/slides/{unknown}{path}")
+        assert answer.status_code == 404, path
+        assert answer.json()["error"]["code"] == "not_found"
+    base = f"/slides/{pyramid_analysis}"
+    for path in (
+        "/dzi_files/13/0_0.jpeg",  # past the full-resolution level
+        "/dzi_files/-1/0_0.jpeg",
+        "/dzi_files/12/13_0.jpeg",  # level 12 has 13 columns: 0..12
+        "/dzi_files/12/0_10.jpeg",
+        "/dzi_files/x/0_0.jpeg",
+        "/overlay_files/8/1_0.png",  # level 8 is a single tile
+        "/overlay_files/8/0_0.png?threshold=2",
+        "/tiles/12/0.json",
+        "/tiles/0/-1.json",
+    ):
+        answer = client.get(base + path)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_input"
+    assert client.get(base + "/contours.dzi").status_code == 404
+    assert client.get(base + "/contours_files/8/0_0.png").status_code == 404
+    assert client.delete(base).status_code == 204
+    assert client.get(base + "/dzi").status_code == 404
+    assert client.get(base + "/dzi_files/12/0_0.jpeg").status_code == 404

@@ -106,12 +106,14 @@ def test_reassembled_slide_heatmap_report_and_truth(
         ".every(i => i.complete && i.naturalWidth === 50)"
     )
     assert page.evaluate("() => document.getElementById('comparison').naturalWidth > 0")
-    # The viewer drew the slide: the canvas is not blank.
+    # The viewer drew the slide: its canvas (deep zoom, or the thumbnail fallback) is not blank.
+    page.wait_for_load_state("networkidle")
     drawn = page.evaluate(
-        "() => { const c = document.getElementById('viewer');"
+        "() => { const c = document.querySelector('#deepzoom:not([hidden]) canvas')"
+        " || document.getElementById('viewer');"
         " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
         " let coloured = 0; for (let i = 0; i < d.length; i += 4)"
-        " if (d[i] !== 255 || d[i + 1] !== 255 || d[i + 2] !== 255) coloured++;"
+        " if (d[i + 3] > 0 && (d[i] !== 255 || d[i + 1] !== 255 || d[i + 2] !== 255)) coloured++;"
         " return coloured / (d.length / 4); }"
     )
     assert drawn > 0.05

@@ -6,4 +6,13 @@ that exist, in order, so a module added later (``slides``) only needs its name h
 
 from __future__ import annotations
 
-ROUTE_MODULES = ("health", "metrics", "endpoints", "invocations", "predict", "slides")
+ROUTE_MODULES = (
+    "health",
+    "metrics",
+    "endpoints",
+    "invocations",
+    "predict",
+    "deepzoom",
+    "explanations",
+    "slides",
+)

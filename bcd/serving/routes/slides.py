@@ -39,6 +39,8 @@ _MEDIA = {
     ".pdf": "application/pdf",
     ".json": "application/json",
     ".npy": "application/octet-stream",
+    ".geojson": "application/geo+json",
+    ".csv": "text/csv; charset=utf-8",
 }
 
 
@@ -341,9 +343,14 @@ def describe_slide_analysis(
 
 
 @router.delete("/slides/{analysis_id}", status_code=204, summary="Delete an analysis")
-def delete_slide_analysis(analysis_id: str, service: SlideServiceDep, _key: ApiKeyDep) -> Response:
+def delete_slide_analysis(
+    analysis_id: str, request: Request, service: SlideServiceDep, _key: ApiKeyDep
+) -> Response:
     """Remove the slide, its outputs and its record; stops it if still running."""
     service.delete(analysis_id)
+    views = getattr(request.app.state, "deep_zoom_views", None)
+    if views is not None:
+        views.forget(analysis_id)
     return Response(status_code=204)
 
 
@@ -370,7 +377,8 @@ def slide_tile(
 @router.get(
     "/slides/{analysis_id}/{output}",
     summary="An output: heatmap.png, overlay.png, thumbnail.jpg, report.pdf, report.png, "
-    "report.json, probabilities.npy, comparison.png, truth.npy",
+    "report.json, probabilities.npy, comparison.png, truth.npy, tile_probabilities.npy, "
+    "regions.geojson, tiles.csv",
     response_class=FileResponse,
 )
 def slide_output(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bcd.slides.readers._array import ArraySlideReader
 from bcd.slides.readers._base import BACKGROUND, BaseSlideReader
+from bcd.slides.readers._dicom import DicomSlideReader
 from bcd.slides.readers._factory import SUPPORTED_FORMATS, open_slide, sniff_format
 from bcd.slides.readers._openslide import OPENSLIDE_SUFFIXES, OpenSlideReader
 from bcd.slides.readers._pillow import PillowSlideReader
@@ -19,6 +20,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ArraySlideReader",
     "BaseSlideReader",
+    "DicomSlideReader",
     "OpenSlideReader",
     "PillowSlideReader",
     "TiffSlideReader",

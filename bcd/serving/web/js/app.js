@@ -1,6 +1,8 @@
 // The pathologists' web app: wiring of upload, patch results, slide viewer and cases.
 
-import { apiKey, setApiKey } from "./api.js";
+import { apiKey, request, setApiKey } from "./api.js";
+import { DeepZoomViewer, deepZoomAvailable } from "./deepzoom.js";
+import { inspectTile } from "./inspect.js";
 import { classifyPatches, renderPatches } from "./patches.js";
 import {
   deleteCase,
@@ -28,6 +30,53 @@ const state = {
   viewToken: 0,
 };
 let viewer = null;
+let deepZoom = null;
+
+// The viewer in use: deep zoom when OpenSeadragon is installed, else the thumbnail canvas.
+function activeViewer() {
+  return deepZoom || viewer;
+}
+
+function inspect(row, col) {
+  if (!state.currentCase) return;
+  inspectTile(state.currentCase, row, col, {
+    facts: $("inspect-facts"),
+    tileImage: $("inspect-tile"),
+    gradcam: $("inspect-gradcam"),
+    gradcamMessage: $("inspect-gradcam-message"),
+    body: $("inspect-body"),
+    hint: $("inspect-hint"),
+  }).catch((error) => showError(error.message));
+}
+
+// Gallery selections go to the active viewer and the tile inspector.
+const galleryTarget = {
+  focus(x, y, width, height, tile) {
+    activeViewer().focus(x, y, width, height);
+    if (tile) inspect(tile.row, tile.col);
+  },
+};
+
+async function showSlide(described, token) {
+  $("inspect-body").hidden = true;
+  $("inspect-hint").hidden = false;
+  if (deepZoom) {
+    const facts = await request("GET", `/slides/${described.id}/viewer`);
+    if (token !== state.viewToken) return;
+    $("truth-layer-label").hidden = !facts.truth;
+    $("slide-result").hidden = false;
+    deepZoom.setOpacity(Number($("opacity").value));
+    deepZoom.threshold = Number($("overlay-threshold").value);
+    deepZoom.truthShown = $("truth-layer").checked;
+    await deepZoom.open(facts);
+    return;
+  }
+  const [base, overlay] = await loadViewerImages(described.id);
+  if (token !== state.viewToken) return;
+  $("slide-result").hidden = false;
+  viewer.setImages(base, overlay, described.report.slide.width);
+  viewer.setOpacity(Number($("opacity").value));
+}
 
 function threshold() {
   return Number($("threshold").value);
@@ -185,16 +234,13 @@ async function openCase(id) {
 
 async function renderResult(described, token) {
   setStatus(`Loading the heatmap of ${described.filename}…`);
-  const [base, overlay] = await loadViewerImages(described.id);
-  if (token !== state.viewToken) return;
   $("slide-title").textContent = `Slide analysis: ${described.filename}`;
-  $("slide-result").hidden = false;
-  viewer.setImages(base, overlay, described.report.slide.width);
-  viewer.setOpacity(Number($("opacity").value));
+  await showSlide(described, token);
+  if (token !== state.viewToken) return;
   fillFacts($("slide-summary"), summaryFacts(described.report));
   renderDownloads($("downloads"), described, (error) => showError(error.message));
   await Promise.all([
-    renderGallery($("gallery"), described, viewer),
+    renderGallery($("gallery"), described, galleryTarget),
     renderTruth($("truth-section"), $("truth-metrics"), $("comparison"), described),
   ]);
   setStatus(`Analysis of ${described.filename} complete.`);
@@ -309,15 +355,42 @@ function bindControls() {
   $("opacity").addEventListener("input", () => {
     const value = Number($("opacity").value);
     $("opacity-value").textContent = `${Math.round(value * 100)}%`;
-    viewer.setOpacity(value);
+    activeViewer().setOpacity(value);
   });
-  $("zoom-in").addEventListener("click", () => viewer.zoomBy(1.25));
-  $("zoom-out").addEventListener("click", () => viewer.zoomBy(0.8));
-  $("zoom-fit").addEventListener("click", () => viewer.fit());
+  $("zoom-in").addEventListener("click", () => activeViewer().zoomBy(1.25));
+  $("zoom-out").addEventListener("click", () => activeViewer().zoomBy(0.8));
+  $("zoom-fit").addEventListener("click", () => activeViewer().fit());
+  $("zoom-full").addEventListener("click", () => deepZoom && deepZoom.fullResolution());
+  $("overlay-threshold").addEventListener("input", () => {
+    $("overlay-threshold-value").textContent = Number($("overlay-threshold").value).toFixed(2);
+  });
+  $("overlay-threshold").addEventListener("change", () => {
+    if (deepZoom) deepZoom.setThreshold(Number($("overlay-threshold").value));
+  });
+  $("truth-layer").addEventListener("change", () => {
+    if (deepZoom) deepZoom.showTruth($("truth-layer").checked);
+  });
+}
+
+// Deep zoom when the vendored OpenSeadragon loaded; otherwise say so and keep the thumbnail viewer.
+function chooseViewer() {
+  viewer = new SlideViewer($("viewer"));
+  if (deepZoomAvailable()) {
+    deepZoom = new DeepZoomViewer($("deepzoom"), inspect);
+    $("viewer").hidden = true;
+    $("deepzoom").hidden = false;
+    for (const id of ["zoom-full", "deepzoom-controls", "overlay-threshold-help"]) $(id).hidden = false;
+    return;
+  }
+  const missing = $("viewer-missing");
+  missing.textContent =
+    "The deep-zoom viewer is not installed on this server (vendor/openseadragon is missing; " +
+    "run `make vendor` where bcd is installed, then restart `bcd serve`). Showing the slide thumbnail instead.";
+  missing.hidden = false;
 }
 
 function main() {
-  viewer = new SlideViewer($("viewer"));
+  chooseViewer();
   bindUpload();
   bindControls();
   refreshCases();

@@ -104,6 +104,8 @@ const DOWNLOADS = [
   ["report.png", "Report (PNG)"],
   ["heatmap.png", "Heatmap (PNG)"],
   ["probabilities.npy", "Probability map (.npy)"],
+  ["regions.geojson", "IDC regions (GeoJSON for QuPath)"],
+  ["tiles.csv", "Tile scores (CSV)"],
   ["report.json", "Report (JSON)"],
 ];
 
@@ -153,7 +155,7 @@ export async function renderGallery(list, described, viewer) {
     button.addEventListener("click", () => {
       buttons.forEach((other) => other.setAttribute("aria-pressed", "false"));
       button.setAttribute("aria-pressed", "true");
-      viewer.focus(tile.x, tile.y, tile.width, tile.height);
+      viewer.focus(tile.x, tile.y, tile.width, tile.height, tile);
     });
     buttons.push(button);
     item.append(button);
