@@ -35,7 +35,9 @@ $(OSD_STAMP):
 	  tar -xzf "$$tmp/openseadragon-$(OSD_VERSION).tgz" -C "$$tmp" && \
 	  rm -rf $(OSD_DIR) && mkdir -p $(OSD_DIR) && \
 	  cp -R "$$tmp/package/build/openseadragon/." "$$tmp/package/LICENSE.txt" $(OSD_DIR)/ && \
-	  rm -f $(OSD_DIR)/*.map && rm -rf "$$tmp" && touch $@; \
+	  rm -f $(OSD_DIR)/*.map $(OSD_DIR)/openseadragon.js && touch $@ \
+	  || echo "could not vendor openseadragon@$(OSD_VERSION) from npm: the web app falls back to its thumbnail viewer"; \
+	  rm -rf "$$tmp"; \
 	else \
 	  echo "npm not found: the web app falls back to its thumbnail viewer (install npm, then make vendor)"; \
 	fi

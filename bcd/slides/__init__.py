@@ -21,7 +21,7 @@ from bcd.slides._explain import (
 )
 from bcd.slides._grid import MODEL_MPP, TILE_SIZE, TileGrid, plan_grid, read_tile
 from bcd.slides._metrics import binary_metrics, roc_auc
-from bcd.slides._outputs import OUTPUT_FILES, write_outputs
+from bcd.slides._outputs import OUTPUT_FILES, tiles_csv, write_outputs
 from bcd.slides._patches import (
     ReassembledSlide,
     load_truth,
@@ -30,7 +30,7 @@ from bcd.slides._patches import (
 )
 from bcd.slides._pipeline import analyze_file, file_facts
 from bcd.slides._png import encode_png
-from bcd.slides._regions import label_regions, largest_region, top_tiles
+from bcd.slides._regions import label_regions, largest_region, regions_geojson, top_tiles
 from bcd.slides._render import colorize, comparison_image, heatmap_image
 from bcd.slides._service import (
     PredictorFactory,
@@ -87,9 +87,11 @@ __all__ = [
     "read_tile",
     "reassemble_patient",
     "recover_interrupted_analyses",
+    "regions_geojson",
     "roc_auc",
     "saturation",
     "target_layer",
+    "tiles_csv",
     "tissue_mask",
     "tissue_threshold",
     "top_tiles",

@@ -167,6 +167,9 @@ def test_keys_are_required_when_the_server_requires_them(tmp_path: Path, tiny_mo
     try:
         assert client.get("/slides").status_code == 401
         assert client.post("/slides", content=b"x").status_code == 401
+        some = "0" * 32
+        for path in ("dzi", "dzi_files/0/0_0.jpeg", "overlay.dzi", "viewer", "tiles/0/0.json"):
+            assert client.get(f"/slides/{some}/{path}").status_code == 401, path
     finally:
         client.__exit__(None, None, None)
 
