@@ -129,6 +129,8 @@ class SlideAnalysisService:
         self._identity = _process_identity()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancelled: set[str] = set()
+        # model folder -> its explainer, or False where explanations are unavailable
+        self._explainers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._readers: dict[str, tuple[Any, Any]] = {}
         self._readers_lock = threading.Lock()
@@ -415,10 +417,32 @@ class SlideAnalysisService:
             .replace(str(folder), "")
         )
 
+    def _explainer(self, model_dir: str | None) -> Any:
+        """Grad-CAM for the report's top tiles, or None where it cannot run (logged once)."""
+        from bcd.errors import ExplanationsUnavailableError
+        from bcd.slides._explain import explanations_supported, load_explainer
+
+        if model_dir is None or explanations_supported() is not None:
+            return None
+        with self._lock:
+            cached = self._explainers.get(model_dir)
+        if cached is not None:
+            return cached or None
+        try:
+            explainer: Any = load_explainer(model_dir)
+        except ExplanationsUnavailableError as error:
+            logger.info("slide reports without explanations: %s", error.message)
+            explainer = False
+        with self._lock:
+            self._explainers[model_dir] = explainer
+        return explainer or None
+
     def _run(self, analysis_id: str) -> None:
         described = self.describe(analysis_id)
         self._update(analysis_id, stage="loading model", worker=self._identity)
         predict, model = self._predictor_for(described["endpoint"])
+        model = dict(model)
+        explainer = self._explainer(model.pop("model_dir", None))
         predict = self._turns.wrap(predict)
         options = AnalysisOptions(**described["options"])
         folder = self.root / analysis_id
@@ -450,6 +474,7 @@ class SlideAnalysisService:
             model=model,
             progress=progress,
             filename=described["filename"],
+            explainer=explainer,
         )
         with self._lock:
             if analysis_id in self._cancelled:

@@ -297,6 +297,21 @@ def test_explanation_route(bundled_client: TestClient, monkeypatch: pytest.Monke
     assert unavailable.json()["error"]["code"] == "explanations_unavailable"
 
 
+def test_reports_of_uploaded_slides_show_their_top_tiles_explained(
+    bundled_client: TestClient,
+) -> None:
+    analysis_id = _analysed(bundled_client)
+    report = bundled_client.get(f"/slides/{analysis_id}").json()["report"]
+    entries = report["explanations"]["files"]
+    assert entries and all(e["file"].startswith("explanations/tile_r") for e in entries)
+    assert "model_dir" not in report["model"]  # no local folder names in shared reports
+    top = entries[0]
+    picture = bundled_client.get(
+        f"/slides/{analysis_id}/explanations/{top['row']}/{top['col']}.png"
+    )
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+
+
 def test_explanation_route_without_model_pt(tmp_path: Path) -> None:
     client = _client(tmp_path, write_tiny_model(tmp_path / "tiny"))
     try:

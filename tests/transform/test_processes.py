@@ -165,8 +165,9 @@ def test_ray_executor_gives_the_local_results(
     patch_folder: tuple[Path, dict[str, str]],
     request_for: Request,
     tmp_path: Path,
+    ray_address: str,
 ) -> None:
-    ray = pytest.importorskip("ray")
+    # The session's Ray cluster is already connected in this process; the job uses it.
     root = tmp_path / "ray-tree"
     make_synthetic_tree(root, n_patients=2, patches_per_patient=150, seed=9)
     service = TransformJobService(settings)
@@ -181,11 +182,7 @@ def test_ray_executor_gives_the_local_results(
         ),
         start=False,
     )
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        assert run_job("ray-run", settings) == "Completed"
-    finally:
-        ray.shutdown()
+    assert run_job("ray-run", settings) == "Completed"
     job = service.describe("ray-run")
     assert job["Executor"] == "ray" and job["Progress"]["ChunksCompleted"] == 3
     local_rows = _rows(tmp_path / "out-local-run")

@@ -56,6 +56,7 @@ def _predictor_factory(app: Any) -> Any:
             variant_name, model_name = variant.name, variant.model_name
             decision_threshold = variant.runtime.spec.decision_threshold
             context = variant.runtime.spec.slide_context
+            model_dir = str(variant.runtime.spec.directory)
 
         def predict(tiles: Any) -> Any:
             with endpoints.use(endpoint) as loaded:
@@ -68,6 +69,8 @@ def _predictor_factory(app: Any) -> Any:
             "model": model_name,
             "decision_threshold": decision_threshold,
             "slide_context": context.to_json() if context else None,
+            # For Grad-CAM of the report's top tiles; the service keeps it out of the report.
+            "model_dir": model_dir,
         }
 
     return predictor_for
