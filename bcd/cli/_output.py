@@ -265,3 +265,22 @@ def hide_flag_types(command: Any) -> None:
             param.metavar = ""
     for subcommand in getattr(command, "commands", {}).values():
         hide_flag_types(subcommand)
+
+
+_STATUS_STYLE = {
+    "InProgress": "cyan",
+    "Stopping": "yellow",
+    "Completed": "green",
+    "Stopped": "yellow",
+    "Failed": "red",
+}
+
+
+def styled_status(status: str) -> str:
+    """A SageMaker job status in its colour (Rich markup)."""
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """A timestamp in this machine's time zone, to the second; ``-`` for none."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"

@@ -12,7 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bcd.cli._output import Column, JsonFlag, OutputOption, choose, print_document, print_records
+from bcd.cli._output import (
+    Column,
+    JsonFlag,
+    OutputOption,
+    choose,
+    local_time,
+    print_document,
+    print_records,
+    styled_status,
+)
 from bcd.errors import BcdTimeoutError, JobFailedError
 
 jobs_app = typer.Typer(
@@ -20,14 +29,6 @@ jobs_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-
-_STATUS_STYLE = {
-    "InProgress": "cyan",
-    "Stopping": "yellow",
-    "Completed": "green",
-    "Stopped": "yellow",
-    "Failed": "red",
-}
 
 
 def register(app: typer.Typer) -> None:
@@ -39,14 +40,6 @@ def _client() -> Any:
     from bcd.clients import Client
 
     return Client()
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _status(status: str) -> str:
-    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
 def _duration(job: dict[str, Any]) -> str:
@@ -84,7 +77,7 @@ def follow_and_report(client: Any, name: str, logs: bool = True) -> dict[str, An
 
 def _print_outcome(job: dict[str, Any]) -> None:
     console.print(
-        f"{job['TrainingJobName']}: {_status(job['TrainingJobStatus'])} "
+        f"{job['TrainingJobName']}: {styled_status(job['TrainingJobStatus'])} "
         f"({job['SecondaryStatus']}), training time {_duration(job)}"
     )
     if job.get("StopReason"):
@@ -107,9 +100,9 @@ def _final_metrics_table(job: dict[str, Any]) -> Table:
 _JOB_COLUMNS = (
     Column("name", "TrainingJobName"),
     Column("algorithm", "AlgorithmName"),
-    Column("status", "TrainingJobStatus", _status),
+    Column("status", "TrainingJobStatus", styled_status),
     Column("secondary", "SecondaryStatus"),
-    Column("created", "CreationTime", _when),
+    Column("created", "CreationTime", local_time),
     Column("tuning job", "TuningJobName", lambda value: value or ""),
 )
 
@@ -147,9 +140,11 @@ def describe_command(
 
 def _print_description(name: str, job: dict[str, Any]) -> None:
     spec = job["AlgorithmSpecification"]
-    console.print(f"[bold]{name}[/]  {spec['AlgorithmName']}  {_status(job['TrainingJobStatus'])}")
     console.print(
-        f"created {_when(job['CreationTime'])}, instances "
+        f"[bold]{name}[/]  {spec['AlgorithmName']}  {styled_status(job['TrainingJobStatus'])}"
+    )
+    console.print(
+        f"created {local_time(job['CreationTime'])}, instances "
         f"{job['ResourceConfig']['InstanceCount']}, max runtime "
         f"{job['StoppingCondition']['MaxRuntimeInSeconds']} s, billable "
         f"{job.get('BillableTimeInSeconds', '-')} s",
@@ -167,7 +162,7 @@ def _print_description(name: str, job: dict[str, Any]) -> None:
     for column in ("status", "start", "message"):
         transitions.add_column(column)
     for item in job["SecondaryStatusTransitions"]:
-        transitions.add_row(item["Status"], _when(item["StartTime"]), item["StatusMessage"])
+        transitions.add_row(item["Status"], local_time(item["StartTime"]), item["StatusMessage"])
     console.print(transitions)
     hyperparameters = Table(title="hyperparameters")
     hyperparameters.add_column("name")

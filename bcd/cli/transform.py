@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -17,7 +16,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bcd.cli._output import Column, OutputOption, choose, print_document, print_records
+from bcd.cli._output import (
+    Column,
+    OutputOption,
+    choose,
+    local_time,
+    print_document,
+    print_records,
+    styled_status,
+)
 from bcd.errors import JobFailedError
 
 transform_app = typer.Typer(
@@ -26,13 +33,6 @@ transform_app = typer.Typer(
 )
 console = Console()
 
-_STATUS_STYLE = {
-    "InProgress": "cyan",
-    "Stopping": "yellow",
-    "Completed": "green",
-    "Stopped": "yellow",
-    "Failed": "red",
-}
 _ACCEPT = {"csv": "text/csv", "json": "application/json"}
 
 
@@ -89,7 +89,7 @@ def _print_outcome(job: dict[str, Any]) -> None:
     status = job["TransformJobStatus"]
     counts = job["Progress"]
     console.print(
-        f"{job['TransformJobName']}: [{_STATUS_STYLE.get(status, 'white')}]{status}[/] — "
+        f"{job['TransformJobName']}: {styled_status(status)} — "
         f"{counts['RecordsCompleted']} of {counts['RecordsTotal']} records, "
         f"{counts['RecordsFailed']} failed (reasons in the results)"
     )
@@ -182,19 +182,11 @@ def describe(
     print_document(job, choose(output))
 
 
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _status(status: str) -> str:
-    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
-
-
 _COLUMNS = (
     Column("name", "TransformJobName"),
-    Column("status", "TransformJobStatus", _status),
-    Column("created", "CreationTime", _when),
-    Column("ended", "TransformEndTime", _when),
+    Column("status", "TransformJobStatus", styled_status),
+    Column("created", "CreationTime", local_time),
+    Column("ended", "TransformEndTime", local_time),
     Column("reason", "FailureReason", lambda value: (value or "")[:80]),
 )
 

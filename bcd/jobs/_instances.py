@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,19 +28,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def gpu_count() -> int:
-    """GPUs visible to this machine (0 without ``nvidia-smi``)."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        output = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in output.splitlines() if line.startswith("GPU "))
 
 
 @dataclass
