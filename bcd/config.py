@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     keep_alive_s: float = Field(default=5.0, gt=0)
     max_connections: int | None = Field(default=1000, ge=1)
     slide_upload_timeout_s: float = Field(default=900.0, gt=0)
+    # A zipped DICOM WSI series (POST /slides, bcd slide analyze): most entries, and most
+    # bytes unpacked (declared and counted); unset: twice max_slide_bytes (see docs/slides.md).
+    max_archive_entries: int = Field(default=1000, ge=1)
+    max_archive_bytes: int | None = Field(default=None, ge=1)
     # Whole-slide analysis: grid cells per analysis, analyses that run at once.
     max_slide_tiles: int = Field(default=250_000, ge=1)
     slide_workers: int = Field(default=3, ge=1, le=16)
@@ -93,6 +97,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The metadata store URL, defaulting to SQLite in ``home``."""
         return self.database_url or f"sqlite:///{self.home / 'bcd.db'}"
+
+    @property
+    def resolved_max_archive_bytes(self) -> int:
+        """Most bytes a zipped DICOM series may unpack to (default: 2 × ``max_slide_bytes``)."""
+        return self.max_archive_bytes or 2 * self.max_slide_bytes
 
     @property
     def resolved_artifact_root(self) -> str:

@@ -86,6 +86,24 @@ class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class InvalidArchiveError(InvalidInputError):
+    """An uploaded archive is not a readable zip of one DICOM whole-slide series."""
+
+    code = "invalid_archive"
+
+
+class UnsafeArchiveError(InvalidArchiveError):
+    """An archive entry would land outside its folder (absolute, ``..``) or is a link."""
+
+    code = "unsafe_archive"
+
+
+class ArchiveTooLargeError(PayloadTooLargeError):
+    """An archive has more entries, or unpacks to more bytes, than the configured limits."""
+
+    code = "archive_too_large"
+
+
 class AuthenticationError(BcdError):
     """No API key, or an unknown one."""
 

@@ -19,17 +19,20 @@ BCD_HOME, then prints:
   to show the executor's concurrency apart from competition for the cores;
   and the same on the local executor, for comparison.
 
-Local and ray jobs alternate round by round, so load from other processes on a
-shared machine hits both alike.
+Local and ray jobs alternate round by round, and each tuning round runs the
+serial tuning jobs on every executor, then the parallel ones, so load from other
+processes on a shared machine hits both alike; the load average before and
+after is printed.
 
     .venv/bin/python bench/executor_bench.py [--patients 6] [--epochs 3] [--rounds 3]
-        [--trials 4] [--trial-epochs 1] [--cores 2] [--tuning cnn,script]
-        [--tuning-executors ray,local]
+        [--trials 4] [--trial-epochs 1] [--tuning-rounds 1] [--cores 2]
+        [--tuning cnn,script] [--tuning-executors ray,local]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -151,13 +154,50 @@ def tuning_run(
     return wall, peak
 
 
+def run_tuning(
+    executors: dict[str, Settings], args: argparse.Namespace
+) -> dict[tuple[str, str], list[tuple[float, float, int]]]:
+    """(serial s, parallel s, peak) per round for each (executor, kind), interleaved."""
+    results: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+    for round_index in range(args.tuning_rounds):
+        for kind in args.tuning.split(","):
+            walls: dict[tuple[str, int], tuple[float, int]] = {}
+            # serial on each executor, then parallel on each: load drifts hit all alike
+            for parallel in (1, 2):
+                for where in args.tuning_executors.split(","):
+                    name = f"bench-{where}-{kind}-{parallel}-{round_index}"
+                    walls[(where, parallel)] = tuning_run(
+                        executors[where], name, kind, args.trials, parallel, args.trial_epochs
+                    )
+            for where in args.tuning_executors.split(","):
+                (serial, _), (parallel_s, peak) = walls[(where, 1)], walls[(where, 2)]
+                results.setdefault((where, kind), []).append((serial, parallel_s, peak))
+    return results
+
+
+def print_tuning(
+    tuning: dict[tuple[str, str], list[tuple[float, float, int]]], args: argparse.Namespace
+) -> None:
+    for (where, kind), rows in tuning.items():
+        what = f"{args.trial_epochs}-epoch cnn" if kind == "cnn" else "sleeping script (1 s)"
+        ratios = [parallel / serial for serial, parallel, _ in rows]
+        print(f"tuning on {where}, {args.trials} trials, each a {what}:")
+        for serial, parallel, peak in rows:
+            print(
+                f"  MaxParallelTrainingJobs=1: {serial:6.2f} s, =2: {parallel:6.2f} s "
+                f"(at most {peak} at once), parallel / serial {parallel / serial:.2f}"
+            )
+        print(f"  parallel / serial (median):  {statistics.median(ratios):.2f} (target <= 0.6)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="0 skips the single-job part")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--trial-epochs", type=int, default=1)
+    parser.add_argument("--tuning-rounds", type=int, default=1)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
         "--tuning", default="cnn,script", help="trial kinds to tune: cnn and/or script"
@@ -169,6 +209,7 @@ def main() -> None:
 
     import ray
 
+    load_before = os.getloadavg()
     context = ray.init(
         address="local",  # a new cluster, even when `ray start` runs here
         num_cpus=args.cores,
@@ -187,44 +228,33 @@ def main() -> None:
             for settings in (local, on_ray):
                 name = f"bench-{settings.executor}-{round_index}"
                 results[settings.executor].append(one_job(settings, name, args.epochs))
-        executors = {"ray": on_ray, "local": local}
-        tuning = {
-            (where, kind, parallel): tuning_run(
-                executors[where],
-                f"bench-{where}-{kind}-{parallel}",
-                kind,
-                args.trials,
-                parallel,
-                args.trial_epochs,
-            )
-            for where in args.tuning_executors.split(",")
-            for kind in args.tuning.split(",")
-            for parallel in (1, 2)
-        }
+        tuning = run_tuning({"ray": on_ray, "local": local}, args)
     ray.shutdown()
+    load_after = os.getloadavg()
 
-    start = {key: statistics.median(s for s, _ in rows) for key, rows in results.items()}
-    rate = {key: statistics.median(r for _, r in rows) for key, rows in results.items()}
     print(f"data: {source}; {args.rounds} rounds of a {args.epochs}-epoch cnn job per executor")
     print(f"Ray cluster: local, {args.cores} CPUs (ray.init in this process)")
-    for key in ("local", "ray"):
-        runs = ", ".join(f"{s:.2f}" for s, _ in results[key])
-        print(
-            f"{key:>5}: start to first epoch {start[key]:6.2f} s (runs {runs}), "
-            f"throughput {rate[key]:7.1f} images/s"
-        )
     print(
-        f"start to first epoch, ray / local:  {start['ray'] / start['local']:.2f} (target <= 1.5)"
+        f"machine: {os.cpu_count()} cores; load average (1 min) {load_before[0]:.1f} "
+        f"before, {load_after[0]:.1f} after"
     )
-    print(f"training throughput, ray / local:   {rate['ray'] / rate['local']:.2f} (target >= 0.9)")
-    for where, kind, _ in [key for key in tuning if key[2] == 1]:
-        serial, _ = tuning[(where, kind, 1)]
-        parallel, peak = tuning[(where, kind, 2)]
-        what = f"{args.trial_epochs}-epoch cnn" if kind == "cnn" else "sleeping script (1 s)"
-        print(f"tuning on {where}, {args.trials} trials, each a {what}:")
-        print(f"  MaxParallelTrainingJobs=1:  {serial:.2f} s")
-        print(f"  MaxParallelTrainingJobs=2:  {parallel:.2f} s (at most {peak} trials at once)")
-        print(f"  parallel / serial:          {parallel / serial:.2f} (target <= 0.6)")
+    if args.rounds:
+        start = {key: statistics.median(s for s, _ in rows) for key, rows in results.items()}
+        rate = {key: statistics.median(r for _, r in rows) for key, rows in results.items()}
+        for key in ("local", "ray"):
+            runs = ", ".join(f"{s:.2f}" for s, _ in results[key])
+            print(
+                f"{key:>5}: start to first epoch {start[key]:6.2f} s (runs {runs}), "
+                f"throughput {rate[key]:7.1f} images/s"
+            )
+        print(
+            f"start to first epoch, ray / local:  {start['ray'] / start['local']:.2f} "
+            "(target <= 1.5)"
+        )
+        print(
+            f"training throughput, ray / local:   {rate['ray'] / rate['local']:.2f} (target >= 0.9)"
+        )
+    print_tuning(tuning, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The bundled model that `make run` serves: present, small, and right on held-out patches."""
+"""The bundled models that `make run` serves: present, small, and right on held-out patches."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bcd import registry
@@ -27,8 +28,21 @@ def test_bundled_artifacts_are_complete_and_small() -> None:
     assert (MODEL_DIR / "MODEL_CARD.md").is_file()
 
 
-def test_make_run_path_answers_both_classes(settings: Settings, shared_data: Path) -> None:
+def test_bundled_accurate_artifacts_are_complete() -> None:
+    folder = MODEL_DIR / "accurate"
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["input"]["shape"] == [3, 50, 50]
+    assert spec["temperature"] > 0
+    assert (folder / spec["onnx"]["file"]).is_file()
+    assert (folder / "model.pt").is_file()  # Grad-CAM explanations need the torch weights
+
+
+@pytest.mark.parametrize("variant", [None, "fast", "accurate"], ids=["default", "fast", "accurate"])
+def test_make_run_path_answers_both_classes(
+    settings: Settings, shared_data: Path, variant: str | None
+) -> None:
     endpoint = registry.ensure_bundled_endpoint(settings)
+    pinned = {"X-Target-Variant": variant} if variant else {}
     with TestClient(create_app(settings)) as client:
         for _ in range(100):
             if client.get("/readyz").status_code == 200:
@@ -39,7 +53,7 @@ def test_make_run_path_answers_both_classes(settings: Settings, shared_data: Pat
             response = client.post(
                 "/predict-breast-cancer",
                 content=(shared_data / relpath).read_bytes(),
-                headers={"Content-Type": "application/x-image", "Accept": "text/plain"},
+                headers={"Content-Type": "application/x-image", "Accept": "text/plain", **pinned},
             )
             assert response.status_code == 200, response.text
             answers[relpath] = response.text

@@ -36,6 +36,7 @@ IMAGE_CLASSIFICATION_ARCHITECTURES = (
     "efficientnet-lite2",
 )
 NORMALIZATIONS = ("auto", "dataset", "imagenet")
+STAIN_NORMALIZATIONS = ("none", "reinhard", "macenko")
 
 
 def _stability_hyperparameters(warmup: float, clip: float) -> tuple[Hyperparameter, ...]:
@@ -92,6 +93,14 @@ COMMON_HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "applied with every augmentation_type but none",
         minimum=0,
         maximum=1,
+    ),
+    Hyperparameter(
+        "stain_normalization",
+        "choice",
+        "none",
+        "map every patch onto a reference H&E stain fitted on the train channel "
+        "(torchstain): none, reinhard or macenko; stored in model.json for serving",
+        choices=STAIN_NORMALIZATIONS,
     ),
     Hyperparameter("epochs", "int", 10, "passes over the training data", minimum=1, maximum=10000),
     Hyperparameter(

@@ -118,6 +118,7 @@ def write_artifacts(
     metrics: Mapping[str, Any],
     dataset: Mapping[str, Any],
     training: Mapping[str, Any] | None = None,
+    stain_normalization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``model.pt``, ``model.onnx`` and ``model.json``.
 
@@ -132,6 +133,9 @@ def write_artifacts(
         metrics: ``{"best_epoch", "best", "final"}``.
         dataset: ``{"name", "fingerprint", ...}``.
         training: Extra facts (epochs run, epoch times, world size).
+        stain_normalization: The fitted reference stain
+            (:meth:`bcd.stain.StainNormalizer.to_json`), written as
+            ``input.stain_normalization``; ``None`` when off.
 
     Returns:
         The ``model.json`` content.
@@ -165,6 +169,7 @@ def write_artifacts(
             "mean": [float(value) for value in mean],
             "std": [float(value) for value in std],
             "pad_value": 255,
+            **({"stain_normalization": dict(stain_normalization)} if stain_normalization else {}),
         },
         "class_names": class_names(int(hyperparameters["num_classes"])),
         "temperature": 1.0,
@@ -215,9 +220,15 @@ def load_model(model_dir: str | Path, map_location: str = "cpu") -> nn.Module:
         ) from None
     except Exception as error:
         raise InvalidInputError(f"cannot read the model in {str(folder)!r}: {error}") from None
-    hyperparameters = dict(description["hyperparameters"])
-    hyperparameters["use_pretrained_model"] = False
-    model = build_model(description["algorithm"], hyperparameters)
+    model: nn.Module
+    if description.get("algorithm") == "ensemble":
+        from bcd.algorithms.ensemble import build_ensemble
+
+        model = build_ensemble(description)
+    else:
+        hyperparameters = dict(description["hyperparameters"])
+        hyperparameters["use_pretrained_model"] = False
+        model = build_model(description["algorithm"], hyperparameters)
     model.load_state_dict(state)
     return model.eval()
 

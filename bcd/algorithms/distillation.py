@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from bcd.errors import InvalidInputError
+from bcd.stain import StainNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +129,14 @@ def score_teacher(folder: str | Path, images: np.ndarray, threads: int = 0) -> n
     scale = float(spec.get("scale", 255.0))
     mean = np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(spec["std"], np.float32).reshape(1, 3, 1, 1)
+    stain = StainNormalizer.from_json(spec.get("stain_normalization"))
     started = time.perf_counter()
     chunks = []
     for start in range(0, len(images), _BATCH):
-        batch = np.asarray(images[start : start + _BATCH]).transpose(0, 3, 1, 2)  # (B, 3, H, W)
+        patches = np.asarray(images[start : start + _BATCH])  # (B, H, W, 3)
+        if stain is not None:
+            patches = stain(patches)  # as serving does, before the per-channel scaling
+        batch = patches.transpose(0, 3, 1, 2)  # (B, 3, H, W)
         inputs = ((batch.astype(np.float32) / scale - mean) / std).astype(np.float32)
         chunks.append(session.run(None, {input_name: inputs})[0].astype(np.float32))
     logits = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.float32)

@@ -36,7 +36,12 @@ from bcd.algorithms._builtin import BuiltinAlgorithm
 from bcd.algorithms._hyperparameters import image_shape_tuple
 from bcd.algorithms.artifacts import write_artifacts
 from bcd.algorithms.augment import BatchAugmenter, center_crop, normalize
-from bcd.algorithms.channels import BatchLoader, ChannelData, open_channel_data
+from bcd.algorithms.channels import (
+    BatchLoader,
+    ChannelData,
+    compute_channel_stats,
+    open_channel_data,
+)
 from bcd.algorithms.checkpoints import (
     check_compatible,
     latest_checkpoint,
@@ -65,6 +70,7 @@ from bcd.algorithms.training import (
     training_loss,
 )
 from bcd.errors import BcdError, InvalidInputError
+from bcd.stain import StainNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ class Job:
     # (mean, std) on the 0–1 scale, as written into model.json.
     normalization: tuple[tuple[float, float, float], tuple[float, float, float]]
     distillation: Distillation | None = None
+    stain: StainNormalizer | None = None
     completed_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -204,6 +211,9 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     criterion = training_loss(hyperparameters, train.labels, num_classes).to(device)
+    # The teacher scores the raw patches: its own model.json says how it normalises them.
+    distillation = _distillation(hyperparameters, environment, train, device)
+    stain = _stain_normalization(hyperparameters, train, validation)
     normalization = _normalization(hyperparameters, train)
     groups = parameter_groups(model, float(hyperparameters.get("lr_backbone_factor", 1.0)))
     selection = ModelSelection(
@@ -230,7 +240,8 @@ def setup(algorithm: str, hyperparameters: dict[str, Any], environment: Training
         std=torch.tensor(std, dtype=torch.float32, device=device),
         image_size=patch_size,
         normalization=normalization,
-        distillation=_distillation(hyperparameters, environment, train, device),
+        distillation=distillation,
+        stain=stain,
     )
 
 
@@ -251,6 +262,34 @@ def _distillation(
         alpha=float(hyperparameters["distillation_alpha"]),
         temperature=float(hyperparameters["distillation_temperature"]),
     )
+
+
+def _stain_normalization(
+    hyperparameters: dict[str, Any], train: ChannelData, validation: ChannelData
+) -> StainNormalizer | None:
+    """Fit the reference stain on the train channel; normalise both channels once.
+
+    Normalisation is deterministic per patch, so it runs once here, before any
+    augmentation, rather than every epoch; the normalised patches are held in
+    memory (N·H·W·3 bytes per channel) and the train split's channel statistics
+    are recomputed from them.
+    """
+    method = str(hyperparameters.get("stain_normalization", "none"))
+    if method == "none":
+        return None
+    started = time.perf_counter()
+    stain = StainNormalizer.fit(method, train.images)
+    for channel in (train, validation):
+        channel.images = stain(channel.images)
+    train.mean, train.std = compute_channel_stats(train.images)
+    logger.info(
+        "%s stain normalisation of %d + %d patches took %.1f s",
+        method,
+        len(train),
+        len(validation),
+        time.perf_counter() - started,
+    )
+    return stain
 
 
 def _patch_size(
@@ -500,6 +539,7 @@ def finish(job: Job) -> None:
             "device": job.device.type,
             "epoch_seconds": [entry.get("train:epoch_seconds") for entry in job.history],
         },
+        stain_normalization=job.stain.to_json() if job.stain else None,
     )
     environment.output_data_dir.mkdir(parents=True, exist_ok=True)
     history = json.dumps(job.history, indent=1, allow_nan=True)

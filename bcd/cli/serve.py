@@ -146,12 +146,25 @@ def predict(
     url: str = typer.Option(
         None, help="A bcd server's URL (default BCD_ENDPOINT_URL); unset: score in-process."
     ),
-    variant: str = typer.Option(None, help="Pin a production variant."),
+    variant: str = typer.Option(
+        None,
+        "--variant",
+        metavar="NAME",
+        help="Pin a production variant (sent as X-Target-Variant, in-process or to --url). "
+        "The bundled endpoint has 'fast' (the small CNN, for bulk scoring) and 'accurate' "
+        "(the best model, its default); unset: the endpoint's default, by traffic weight. "
+        "An unknown name exits 4 (unknown_variant), listing the endpoint's variants.",
+    ),
     api_key: str = typer.Option(None, help="API key for --url (default BCD_API_KEY)."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Average 8 rotations/mirrors."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per image."),
 ) -> None:
-    """Score image files on an endpoint and print each verdict."""
+    """Score image files on an endpoint and print each verdict and the variant that answered.
+
+    Examples: ``bcd predict patch.png`` (the default endpoint's default variant),
+    ``bcd predict *.png --variant fast``, ``bcd predict patch.png --url
+    http://127.0.0.1:8080 --variant accurate --json``.
+    """
     from bcd.clients import RuntimeClient
 
     settings = get_settings()
@@ -173,14 +186,13 @@ def predict(
         else:
             body, content_type = multipart_body([path.read_bytes() for path in chunk])
             requests.append(([str(path) for path in chunk], body, content_type))
-    variant_used = ""
     for labels, body, content_type in requests:
         response = client.invoke_endpoint(
             EndpointName=name, ContentType=content_type, Body=body, TargetVariant=variant, TTA=tta
         )
         document = json.loads(response["Body"].read())
-        variant_used = response["InvokedProductionVariant"]
-        predictions = document["predictions"]
+        answered = {"model": document.get("model"), "variant": document.get("variant")}
+        predictions = [{**each, **answered} for each in document["predictions"]]
         if len(labels) == 1 and len(predictions) > 1:  # a .npy batch
             labels = [f"{labels[0]}[{index}]" for index in range(len(predictions))]
         rows.extend(zip(labels, predictions, strict=True))
@@ -188,8 +200,14 @@ def predict(
         for label, prediction in rows:
             typer.echo(json.dumps({"image": label, **prediction}))
         return
+    _print_verdicts(name, rows)
+
+
+def _print_verdicts(endpoint: str, rows: list[tuple[str, dict[str, object]]]) -> None:
+    """A table of verdicts, titled with the endpoint and the variant(s) that answered."""
+    answered = ", ".join(dict.fromkeys(str(prediction["variant"]) for _, prediction in rows))
     console = Console()
-    table = Table(title=f"endpoint {name} · variant {variant_used}")
+    table = Table(title=f"endpoint {endpoint} · variant {answered}")
     table.add_column("image")
     table.add_column("P(IDC)", justify="right")
     table.add_column("verdict")

@@ -62,7 +62,7 @@ def _classifier(
     if endpoints.needs_refresh(name):
         endpoints.refresh(name)
     with endpoints.use(name) as loaded:
-        variant = endpoints.choose(loaded, None)
+        variant = endpoints.choose_for_slides(loaded)
 
         def predict(tiles: Any) -> Any:
             return variant.runtime.predict(list(tiles))
@@ -78,6 +78,27 @@ def _classifier(
                 "directory": variant.runtime.spec.directory,
             },
         )
+
+
+@contextmanager
+def _unpacked(slide: Path) -> Iterator[Path]:
+    """The slide to read: itself, or the folder its zipped DICOM series unpacks to (for a while).
+
+    Raises:
+        InvalidArchiveError: A zip that is not a readable, single DICOM WSI series.
+        ArchiveTooLargeError: Over ``BCD_MAX_ARCHIVE_ENTRIES`` / ``BCD_MAX_ARCHIVE_BYTES``.
+    """
+    import tempfile
+
+    from bcd.config import get_settings
+    from bcd.slides._archives import ArchiveLimits, extract_dicom_series, looks_like_zip
+
+    if not slide.is_file() or not looks_like_zip(slide):
+        yield slide
+        return
+    limits = ArchiveLimits.from_settings(get_settings())
+    with tempfile.TemporaryDirectory(prefix="bcd-series-") as scratch:
+        yield extract_dicom_series(slide, Path(scratch) / "series", limits, name=slide.name)
 
 
 def _explainer(explain: bool | None, model: dict[str, Any]) -> tuple[Any, str | None]:
@@ -141,7 +162,9 @@ def _summary_table(report: dict[str, Any], out: Path) -> Table:
 
 def analyze(
     slide: Path = typer.Argument(
-        ..., help="Slide or region: PNG, JPEG, TIFF, or SVS/NDPI/… with bcd[slides]."
+        ...,
+        help="Slide or region: PNG, JPEG, TIFF, or with bcd[slides] SVS/NDPI/… and DICOM "
+        "(one .dcm of the series, its folder, or a .zip of it).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for heatmap, maps and reports."),
     endpoint: str | None = typer.Option(
@@ -215,6 +238,7 @@ def analyze(
     ).validate()
     truth_map = load_truth(truth) if truth else None
     with (
+        _unpacked(slide) as source,
         _classifier(endpoint, model_dir) as (predict, model),
         Progress(
             TextColumn("[bold]scoring tiles"),
@@ -228,13 +252,14 @@ def analyze(
         task = progress.add_task("tiles", total=None)
         explainer, unexplained = _explainer(explain, model)
         report = analyze_file(
-            slide,
+            source,
             predict,
             out,
             options=options,
             truth=truth_map,
             model=model,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            filename=slide.name,
             explainer=explainer,
         )
     _copy_exports(out, {"regions.geojson": geojson, "tiles.csv": csv})

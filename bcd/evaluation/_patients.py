@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,3 +91,42 @@ def per_patient_results(
             )
         )
     return results
+
+
+def patient_bac_summary(
+    results: list[PatientResult], replicates: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, Any] | None:
+    """The median per-patient balanced accuracy over patients with both classes.
+
+    Each patient is one slide in this dataset, so this is the median per-slide
+    BAC of whole-slide analysis when the patches were scored with slide context.
+    The interval resamples those patients with replacement.
+
+    Args:
+        results: :func:`per_patient_results`.
+        replicates: Bootstrap replicates.
+        seed: Seed of the bootstrap.
+        confidence: Width of the percentile interval.
+
+    Returns:
+        ``{"patients", "median", "low", "high", "quartiles", "confidence"}``, or
+        ``None`` when no patient has patches of both classes.
+    """
+    values = np.array(
+        [row.balanced_accuracy for row in results if row.balanced_accuracy is not None],
+        dtype=np.float64,
+    )
+    if values.size == 0:
+        return None
+    generator = np.random.default_rng(seed)
+    draws = generator.integers(0, values.size, size=(replicates, values.size))
+    medians = np.median(values[draws], axis=1)
+    tail = (1.0 - confidence) / 2
+    return {
+        "patients": int(values.size),
+        "median": float(np.median(values)),
+        "low": float(np.quantile(medians, tail)),
+        "high": float(np.quantile(medians, 1.0 - tail)),
+        "quartiles": [float(np.quantile(values, 0.25)), float(np.quantile(values, 0.75))],
+        "confidence": confidence,
+    }

@@ -20,7 +20,7 @@ import numpy as np
 from bcd.errors import InvalidInputError
 from bcd.evaluation._bootstrap import Interval
 from bcd.evaluation._metrics import ECE_BINS, METRICS, PROBABILITY_EPS
-from bcd.evaluation._patients import PatientResult
+from bcd.evaluation._patients import PatientResult, patient_bac_summary
 
 REPORT_FORMAT_VERSION = 1
 
@@ -138,6 +138,7 @@ class EvaluationResult:
                 "log_loss_clipping": PROBABILITY_EPS,
             },
             "references": list(REFERENCE_RESULTS),
+            "per_patient_bac": patient_bac_summary(self.per_patient),
             "per_patient": [row.as_dict() for row in self.per_patient],
             "plots": self.plots,
         }
@@ -287,10 +288,18 @@ def render_markdown(result: EvaluationResult) -> str:
         }
         for name, file_name in result.plots.items():
             lines += [f"![{titles.get(name, name)}]({file_name})", ""]
+    lines += ["", "## Per-patient results", ""]
+    patients = patient_bac_summary(result.per_patient)
+    if patients is not None:
+        low, high = patients["quartiles"]
+        lines += [
+            f"Median per-patient (per-slide) balanced accuracy over the {patients['patients']} "
+            f"patients with patches of both classes: **{patients['median']:.3f}** "
+            f"({patients['confidence']:.0%} bootstrap interval {patients['low']:.3f} – "
+            f"{patients['high']:.3f}; quartiles {low:.3f} – {high:.3f}).",
+            "",
+        ]
     lines += [
-        "",
-        "## Per-patient results",
-        "",
         "| patient | patches | IDC | called IDC | sensitivity | specificity | BAC | accuracy "
         "| mean P(IDC) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",

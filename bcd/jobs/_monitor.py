@@ -8,8 +8,7 @@ import logging
 import math
 import queue
 import re
-import shutil
-import subprocess
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import psutil
 from bcd.config import Settings
 from bcd.db import utcnow
 from bcd.jobs import _store
+from bcd.jobs.executors._usage import InstanceUsage, ProcessTreeUsage, gpu_samples
 
 logger = logging.getLogger(__name__)
 
@@ -121,52 +121,23 @@ class MetricWriter:
         self._drain()
 
 
-def _gpu_samples() -> dict[str, float]:
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        output = subprocess.run(
-            [
-                "nvidia-smi",
-                "--query-gpu=utilization.gpu,memory.used,memory.total",
-                "--format=csv,noheader,nounits",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    rows = [line.split(",") for line in output.strip().splitlines() if line.strip()]
-    if not rows:
-        return {}
-    try:
-        utilization = sum(float(row[0]) for row in rows)
-        used = sum(float(row[1]) for row in rows)
-        total = sum(float(row[2]) for row in rows)
-    except (ValueError, IndexError):
-        return {}
-    return {
-        "GPUUtilization": utilization,
-        "GPUMemoryUtilization": 100.0 * used / total if total else 0.0,
-    }
-
-
 class InstanceSampler:
     """Samples CPU, memory, disk (and GPU when present) of a job's processes.
 
     Names follow SageMaker's instance metrics: ``CPUUtilization`` (percent,
-    100 per busy core), ``MemoryUtilization`` (percent of the machine's
-    memory), ``DiskUtilization`` (percent of the job folder's file system),
-    ``GPUUtilization`` and ``GPUMemoryUtilization``; plus
-    ``MemoryUsedMegabytes`` (resident memory of the job's processes).
+    100 per busy core), ``MemoryUtilization`` (percent of the memory of the
+    machines the instances run on), ``DiskUtilization`` (percent of the job
+    folder's file system), ``GPUUtilization`` and ``GPUMemoryUtilization``;
+    plus ``MemoryUsedMegabytes`` (resident memory of the job's processes).
+    Each sample sums the instances: those on this machine are measured here
+    (``pids``), the others report what their own node measured (``remote``).
 
     Args:
-        pids: Called for the instance process ids to sample (children included).
+        pids: Called for the instance process ids to sample here (children included).
         workdir: The job folder, for disk usage.
         emit: Called with ``(name, value)`` for each sample.
         interval_s: Seconds between samples.
+        remote: Called for the latest samples of instances measured on their nodes.
     """
 
     def __init__(
@@ -175,13 +146,15 @@ class InstanceSampler:
         workdir: Path,
         emit: Callable[[str, float], None],
         interval_s: float = 5.0,
+        remote: Callable[[], list[InstanceUsage]] = list,
     ) -> None:
         self._pids = pids
+        self._remote = remote
         self._workdir = workdir
         self._emit = emit
         self._interval = interval_s
         self._stop = threading.Event()
-        self._processes: dict[int, psutil.Process] = {}
+        self._usage = ProcessTreeUsage()
         self._thread = threading.Thread(target=self._run, name="instance-sampler", daemon=True)
 
     def start(self) -> None:
@@ -194,41 +167,33 @@ class InstanceSampler:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _tree(self) -> list[psutil.Process]:
-        found: list[psutil.Process] = []
-        for pid in self._pids():
-            try:
-                root = self._processes.get(pid) or psutil.Process(pid)
-                found.append(root)
-                found.extend(root.children(recursive=True))
-            except psutil.Error:
-                continue
-        # Keep Process objects across samples: cpu_percent() measures since the last call.
-        alive = {process.pid: self._processes.get(process.pid, process) for process in found}
-        self._processes = alive
-        return list(alive.values())
-
     def sample(self) -> None:
         """Take one sample of every metric and emit it."""
-        cpu = 0.0
-        rss = 0
-        for process in self._tree():
-            try:
-                cpu += process.cpu_percent(None)
-                rss += process.memory_info().rss
-            except psutil.Error:
-                continue
-        total = psutil.virtual_memory().total
+        pids = self._pids()
+        cpu, rss = self._usage.sample(pids)
+        remote = self._remote()
+        # Memory is a share of the machines the instances run on, each counted once.
+        node_memory = {usage.node: usage.node_memory_bytes for usage in remote}
+        gpus = [usage.gpu for usage in remote if usage.gpu]
+        if pids or not remote:
+            node_memory[socket.gethostname()] = psutil.virtual_memory().total
+            local_gpu = gpu_samples()
+            if local_gpu:
+                gpus.append(local_gpu)
+        cpu += sum(usage.cpu_percent for usage in remote)
+        rss += sum(usage.memory_bytes for usage in remote)
+        total = sum(node_memory.values())
         self._emit("CPUUtilization", cpu)
         self._emit("MemoryUtilization", 100.0 * rss / total if total else 0.0)
         self._emit("MemoryUsedMegabytes", rss / 2**20)
         with contextlib.suppress(OSError):
             self._emit("DiskUtilization", psutil.disk_usage(str(self._workdir)).percent)
-        for name, value in _gpu_samples().items():
-            self._emit(name, value)
+        for name in sorted({name for values in gpus for name in values}):
+            values = [item[name] for item in gpus if name in item]
+            self._emit(name, sum(values) / len(values))
 
     def _run(self) -> None:
-        self._tree()  # prime cpu_percent
+        self._usage.prime(self._pids())
         while not self._stop.wait(self._interval):
             try:
                 self.sample()

@@ -36,6 +36,8 @@ from bcd.jobs._launcher import JOB_LOG
 from bcd.jobs._monitor import InstanceSampler, MetricScraper, MetricWriter
 from bcd.jobs._spec import SCRIPT_ALGORITHM, JobSpec
 from bcd.jobs.executors import BaseInstance, InstancePlacement, get_executor, stop_instances
+from bcd.jobs.executors._base import BackgroundReservation
+from bcd.jobs.executors._usage import InstanceUsage
 from bcd.storage import BaseArtifactStore, FsspecArtifactStore, artifact_store
 
 logger = logging.getLogger(__name__)
@@ -138,21 +140,26 @@ class Supervisor:
             secondary="Downloading",
             message="Downloading input data",
         )
+        # The executor reserves the instances (Ray: connect, place, start the
+        # actors in their own processes) while the input is prepared here.
+        reservation = BackgroundReservation(self.executor, self.spec, self._cancelled)
         try:
             channels = self._prepare_inputs()
         except (BcdError, OSError) as error:
-            self._fail(f"ClientError: could not prepare the job's input: {error}")
-            return
-        if self.stop_event.is_set() or self._stop_requested_in_store():
-            self._finish_stopped(started=None)
+            self._give_up(reservation, f"ClientError: could not prepare the job's input: {error}")
             return
         try:
             command = instance_command(self.spec, self.layout.code)
         except BcdError as error:
-            self._fail(f"ClientError: the algorithm cannot start: {error}")
+            self._give_up(reservation, f"ClientError: the algorithm cannot start: {error}")
+            return
+        if self.stop_event.is_set() or self._stop_requested_in_store():
+            reservation.abandon()
+            self._release()
+            self._finish_stopped(started=None)
             return
         try:
-            placements = self.executor.reserve(self.spec, self._cancelled)
+            placements = reservation.result()
         except BcdError as error:
             self._release()
             self._fail(f"ClientError: the {self.executor.name} executor cannot run it: {error}")
@@ -186,6 +193,7 @@ class Supervisor:
             self.layout.root,
             lambda metric, value: writer.add("instance", metric, value),
             interval_s=self.sample_s,
+            remote=self._remote_usage,
         )
         try:
             self._start_instances(command, channels, placements, tee)
@@ -219,8 +227,17 @@ class Supervisor:
             if instance.returncode is None and instance.local_pid is not None
         ]
 
+    def _remote_usage(self) -> list[InstanceUsage]:
+        samples = [instance.usage for instance in self.instances if instance.returncode is None]
+        return [sample for sample in samples if sample is not None]
+
     def _cancelled(self) -> bool:
         return self.stop_event.is_set() or self._stop_requested_in_store()
+
+    def _give_up(self, reservation: BackgroundReservation, reason: str) -> None:
+        reservation.abandon()
+        self._release()
+        self._fail(reason)
 
     def _release(self) -> None:
         try:
@@ -388,10 +405,18 @@ class Supervisor:
             return f"AlgorithmError: {text}"[:_FAILURE_REASON_CHARS]
         # The instance that failed by itself explains more than those stopped after it.
         stopped_by_us = (-signal.SIGTERM, -signal.SIGKILL)
-        for instance in sorted(self.instances, key=lambda item: item.returncode in stopped_by_us):
+        ranked = sorted(
+            self.instances,
+            key=lambda item: (item.lost is None, item.returncode in stopped_by_us),
+        )
+        for instance in ranked:
             code = instance.returncode
             if code in (0, None):
                 continue
+            if instance.lost is not None:
+                return f"AlgorithmError: instance {instance.host} was lost: {instance.lost}"[
+                    :_FAILURE_REASON_CHARS
+                ]
             how = (
                 f"exited with code {code}"
                 if code > 0

@@ -13,7 +13,13 @@ file against its recorded digest for other loaders (``bcd evaluate``).
 from __future__ import annotations
 
 from bcd.registry._artifacts import verify_onnx
-from bcd.registry._bundled import BUNDLED_MODEL, ensure_bundled_endpoint, verify_bundled_model
+from bcd.registry._bundled import (
+    BUNDLED_ACCURATE_MODEL,
+    BUNDLED_DEFAULT_VARIANT,
+    BUNDLED_MODEL,
+    ensure_bundled_endpoint,
+    verify_bundled_model,
+)
 from bcd.registry._configs import (
     create_endpoint_config,
     delete_endpoint_config,
@@ -46,6 +52,8 @@ from bcd.registry._types import (
 )
 
 __all__ = [
+    "BUNDLED_ACCURATE_MODEL",
+    "BUNDLED_DEFAULT_VARIANT",
     "BUNDLED_MODEL",
     "CREATING",
     "DELETING",

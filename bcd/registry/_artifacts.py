@@ -1,8 +1,11 @@
 """Model artifact folders: validate ``model.json`` + ``model.onnx``, fetch remote ones.
 
 A model artifact is a folder (local path or fsspec URL) with ``model.json``
-(the fields listed in docs/architecture.md) and the ONNX file it names. The
-registry never imports onnxruntime; serving opens the graph.
+(the fields listed in docs/architecture.md) and the ONNX file it names; its
+torch weights (``model.pt``) come along when the folder has them, for Grad-CAM
+explanations (not fingerprinted: only the ONNX graph is served, and torch
+loads them with ``weights_only``). The registry never imports onnxruntime;
+serving opens the graph.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from typing import Any
 from bcd.config import Settings
 from bcd.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
 from bcd.neighbourhood import parse_slide_context
+from bcd.stain import StainNormalizer
 
 logger = logging.getLogger(__name__)
 
 MODEL_JSON = "model.json"
+#: The torch weights beside the ONNX graph (``load_model`` and Grad-CAM read them).
+TORCH_WEIGHTS = "model.pt"
 _CHUNK = 1 << 20
 
 
@@ -131,6 +137,10 @@ def validate_model_json(document: Any, source: str) -> dict[str, Any]:
         raise fail(f"decision_threshold must be a number in (0, 1), not {threshold!r}")
     try:
         parse_slide_context(document.get("slide_context"))
+    except InvalidInputError as error:
+        raise fail(str(error).removeprefix("model.json ")) from None
+    try:
+        StainNormalizer.from_json(spec.get("stain_normalization"), require_library=False)
     except InvalidInputError as error:
         raise fail(str(error).removeprefix("model.json ")) from None
     onnx = document.get("onnx")
@@ -241,7 +251,10 @@ def materialize(
     """Make a model's artifacts present locally and check they are the registered ones.
 
     Remote folders are downloaded into ``$BCD_HOME/cache/models/<model>/`` beside
-    the target and renamed into place, so a crash never leaves half a model.
+    the target and renamed into place, so a crash never leaves half a model:
+    ``model.json``, the ONNX file and, when the folder has it, ``model.pt``
+    (the torch weights Grad-CAM explanations need). A verified cache without
+    ``model.pt`` gets it then, when the source has it by now.
 
     Args:
         model_name: The registered model's name.
@@ -252,7 +265,8 @@ def materialize(
         verify: Re-hash files already present (always done after a download).
 
     Returns:
-        The local folder holding ``model.json`` and the ONNX file.
+        The local folder holding ``model.json``, the ONNX file and ``model.pt``
+        when the source has one.
 
     Raises:
         NotFoundError: The artifacts are gone.
@@ -264,6 +278,8 @@ def materialize(
             return target
         actual = file_sha256(target / onnx_file)
         if actual == onnx_sha256:
+            if not is_local(url):
+                _top_up_weights(url, target, settings)
             return target
         if is_local(url):
             raise ArtifactIntegrityError.mismatch(
@@ -287,6 +303,7 @@ def materialize(
             raise ArtifactIntegrityError.mismatch(
                 f"{url}/{onnx_file}", onnx_sha256, actual, model_name
             )
+        _fetch_weights(fs, path, staging)
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -299,3 +316,37 @@ def materialize(
             shutil.rmtree(staging, ignore_errors=True)
     logger.info("downloaded the artifacts of model %s into %s", model_name, target)
     return target
+
+
+def _fetch_weights(fs: Any, path: str, folder: Path) -> bool:
+    """Download the torch weights into ``folder`` when the remote folder has them.
+
+    They are optional (serving runs the ONNX graph; only explanations need
+    them), so a folder without them is not an error. The file lands under a
+    temporary name first, so a failed download never leaves half of it.
+
+    Returns:
+        Whether the weights were fetched.
+    """
+    source = f"{path.rstrip('/')}/{TORCH_WEIGHTS}"
+    partial = folder / f".{TORCH_WEIGHTS}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if not fs.exists(source) or fs.isdir(source):
+            return False
+        fs.get_file(source, str(partial))
+        os.replace(partial, folder / TORCH_WEIGHTS)
+    except OSError as error:  # optional: the ONNX model serves without them
+        logger.warning("could not fetch the torch weights %s: %s", source, error)
+        return False
+    finally:
+        partial.unlink(missing_ok=True)
+    return True
+
+
+def _top_up_weights(url: str, target: Path, settings: Settings) -> None:
+    """Bring the torch weights into a verified cache that lacks them (cached before they came)."""
+    if (target / TORCH_WEIGHTS).is_file():
+        return
+    fs, path = _filesystem(url, settings)
+    if _fetch_weights(fs, path, target):
+        logger.info("downloaded the torch weights of %s into %s", url, target)

@@ -52,10 +52,10 @@ def _validate_variant(index: int, variant: Any) -> dict[str, Any]:
         isinstance(weight, bool)
         or not isinstance(weight, int | float)
         or not math.isfinite(weight)
-        or weight <= 0
+        or weight < 0
     ):
         raise InvalidInputError(
-            f"{where}.InitialVariantWeight must be a positive number, not {weight!r}"
+            f"{where}.InitialVariantWeight must be a number of 0 or more, not {weight!r}"
         )
     return {
         "VariantName": variant["VariantName"],
@@ -72,7 +72,8 @@ def validate_variants(variants: Any) -> list[dict[str, Any]]:
         The variants with defaults filled in (1 instance, weight 1.0).
 
     Raises:
-        InvalidInputError: Empty, too many, duplicate names, bad counts or weights.
+        InvalidInputError: Empty, too many, duplicate names, bad counts or weights
+            (each weight 0 or more, at least one above 0).
     """
     if isinstance(variants, dict) or not isinstance(variants, Sequence) or not variants:
         raise InvalidInputError(
@@ -92,6 +93,13 @@ def validate_variants(variants: Any) -> list[dict[str, Any]]:
                 "variant names must be unique within a config"
             )
         seen.add(variant["VariantName"])
+    if not any(variant["InitialVariantWeight"] > 0 for variant in checked):
+        # A weight of 0 keeps a variant for requests that pin it with X-Target-Variant;
+        # the others need somewhere to go.
+        raise InvalidInputError(
+            "at least one variant needs an InitialVariantWeight above 0, or requests "
+            "that do not pin a variant (X-Target-Variant) would have nowhere to go"
+        )
     return checked
 
 

@@ -134,8 +134,7 @@ class ScoringFastPath:
                 endpoint if endpoint is not None else settings.default_endpoint,
                 headers.get(b"content-type"),
                 body,
-                # The default route has no variant pinning, like its FastAPI twin.
-                target_variant=headers.get(b"x-target-variant") if endpoint is not None else None,
+                target_variant=headers.get(b"x-target-variant"),
                 tta=tta,
             )
             content, media = invocation.render(headers.get(b"accept"))

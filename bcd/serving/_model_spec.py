@@ -14,6 +14,7 @@ from typing import Any
 
 from bcd.errors import InvalidInputError, NotFoundError
 from bcd.neighbourhood import SlideContext, parse_slide_context
+from bcd.stain import StainNormalizer
 
 MODEL_JSON = "model.json"
 
@@ -43,6 +44,8 @@ class ModelSpec:
         algorithm: The algorithm that trained the model.
         slide_context: How whole-slide analysis combines a tile's score with
             its neighbours' (:mod:`bcd.neighbourhood`); ``None`` when not fitted.
+        stain: The reference stain every patch is mapped onto before scaling
+            (:mod:`bcd.stain`, ``input.stain_normalization``); ``None`` when off.
     """
 
     directory: Path
@@ -63,6 +66,7 @@ class ModelSpec:
     logit_bias: float = 0.0
     decision_threshold: float = 0.5
     slide_context: SlideContext | None = None
+    stain: StainNormalizer | None = None
 
 
 def _field(document: dict[str, Any], path: str, expected: type | tuple[type, ...]) -> Any:
@@ -160,4 +164,5 @@ def load_model_spec(directory: Path | str) -> ModelSpec:
         logit_bias=float(logit_bias),
         decision_threshold=float(threshold),
         slide_context=parse_slide_context(document.get("slide_context")),
+        stain=StainNormalizer.from_json(document["input"].get("stain_normalization")),
     )

@@ -10,6 +10,10 @@ Size policy (the model sees exactly its input size, ``H×W`` from model.json):
   resizing would change the apparent size of nuclei, and the model was
   trained at one magnification. Whole slides go through the slides route,
   which tiles them.
+
+Stain normalisation (``input.stain_normalization`` in model.json) runs on the
+uint8 batch at the input size, after the padding or cropping above and before
+the per-channel scaling, as in training (:mod:`bcd.stain`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Preprocessor:
         self.height = spec.height
         self.width = spec.width
         self.pad_value = spec.pad_value
+        self.stain = spec.stain
         std = np.asarray(spec.std, dtype=np.float32)
         mean = np.asarray(spec.mean, dtype=np.float32)
         # (pixel / scale - mean) / std  ==  pixel * gain + offset, per channel.
@@ -60,6 +65,8 @@ class Preprocessor:
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 → ``(N, 3, H, W)`` float32, contiguous, normalised."""
+        if self.stain is not None:
+            pixels = self.stain(pixels)  # (N, H, W, 3) uint8, onto the reference stain
         # Transpose the uint8 pixels first (a quarter of the bytes), so the
         # float work runs over long contiguous planes rather than RGB triples.
         planes = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))  # (N, 3, H, W) uint8

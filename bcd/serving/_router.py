@@ -28,6 +28,10 @@ from bcd.serving._source import BaseEndpointSource, EndpointSpec
 
 logger = logging.getLogger(__name__)
 
+#: Whole-slide analysis scores on an endpoint's variant of this name when it has
+#: one: the bundled endpoint's ``fast`` model, whose slide context was fitted for it.
+SLIDE_VARIANT = "fast"
+
 
 @dataclass
 class LoadedVariant:
@@ -258,7 +262,10 @@ class EndpointRouter:
             logger.warning("could not mark endpoint %s Failed", spec.name, exc_info=True)
 
     def _load(self, spec: EndpointSpec) -> LoadedEndpoint:
-        replicas = sum(max(1, variant.instance_count) for variant in spec.variants)
+        # The cores are shared by the replicas that take unpinned traffic; a variant
+        # of weight 0 (reached only by X-Target-Variant) idles and gets as many threads.
+        busy = [variant for variant in spec.variants if variant.weight > 0] or spec.variants
+        replicas = sum(max(1, variant.instance_count) for variant in busy)
         threads = self.settings.inference_threads or max(1, self.cores // replicas)
         variants: list[LoadedVariant] = []
         try:
@@ -353,6 +360,12 @@ class EndpointRouter:
     def choose(self, endpoint: LoadedEndpoint, target: str | None) -> LoadedVariant:
         """Pick the variant for one request (see :meth:`LoadedEndpoint.choose`)."""
         return endpoint.choose(target, self._rng)
+
+    def choose_for_slides(self, endpoint: LoadedEndpoint) -> LoadedVariant:
+        """The variant that scores a whole slide: the endpoint's :data:`SLIDE_VARIANT`
+        when it has one, else one drawn by weight (see :meth:`LoadedEndpoint.choose`)."""
+        variant = endpoint.variants.get(SLIDE_VARIANT)
+        return variant if variant is not None else endpoint.choose(None, self._rng)
 
     def _missing(self, name: str) -> Exception:
         if not self._wanted(name):

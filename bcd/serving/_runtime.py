@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
+import platform
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +23,69 @@ from bcd.serving._model_spec import ModelSpec, load_model_spec
 from bcd.serving._preprocess import Preprocessor, average_views, dihedral_views
 
 logger = logging.getLogger(__name__)
+
+_thread_state = threading.local()
+_FTZ_DAZ = 0x8040  # MXCSR bit 15 flush-to-zero, bit 6 denormals-are-zero
+
+
+def flush_denormals() -> bool:
+    """Treat denormal floats as zero on the calling thread (x86-64 MXCSR FTZ and DAZ).
+
+    A CNN's activations can fall into the denormal range on real tissue, where
+    each multiply costs tens of cycles: the bundled model scores slide tiles
+    about 1.5x slower than random pixels without this. ONNX Runtime sets the
+    flags on its own pool threads (``session.set_denormal_as_zero``), but the
+    thread calling ``run`` does a share of the work too, so the batcher's
+    workers call this. Values this small (< 1.2e-38) change no probability.
+    Done once per thread; other threads keep their floats as they are.
+
+    Returns:
+        Whether the flags are set on this thread (``False`` off Linux x86-64).
+    """
+    done = getattr(_thread_state, "flushed", None)
+    if done is None:
+        env = _float_env()
+        if env is not None:
+            env.mxcsr |= _FTZ_DAZ
+        done = _thread_state.flushed = env is not None and _set_float_env(env)
+    return bool(done)
+
+
+@functools.cache
+def _fenv_api() -> tuple[Any, Any] | None:
+    """glibc's ``fegetenv``/``fesetenv`` and x86-64's ``fenv_t``, or ``None`` elsewhere."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    class FloatEnv(ctypes.Structure):  # fenv_t on x86-64: the x87 environment, then MXCSR
+        _fields_ = [("x87", ctypes.c_uint16 * 14), ("mxcsr", ctypes.c_uint32)]
+
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        return (libm, FloatEnv) if hasattr(libm, "fegetenv") else None
+    except OSError as error:
+        logger.debug("no floating-point environment control: %s", error)
+        return None
+
+
+def _float_env() -> Any:
+    """This thread's floating-point environment, or ``None`` where it cannot be read."""
+    import ctypes
+
+    api = _fenv_api()
+    if api is None:
+        return None
+    env = api[1]()
+    return env if api[0].fegetenv(ctypes.byref(env)) == 0 else None
+
+
+def _set_float_env(env: Any) -> bool:
+    import ctypes
+
+    api = _fenv_api()
+    return api is not None and api[0].fesetenv(ctypes.byref(env)) == 0
 
 
 def available_cores() -> int:
@@ -69,7 +137,11 @@ def _session(spec: ModelSpec, threads: int):  # type: ignore[no-untyped-def]
     # Spinning threads burn idle cores that the HTTP loop and the other
     # replicas need; sleeping costs a few microseconds per call instead.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")  # see flush_denormals
     options.log_severity_level = 3
+    # The first session of a process also sets the flags on the thread that
+    # creates it (and so on every thread that thread starts later): undone here.
+    saved = _float_env()
     try:
         session = ort.InferenceSession(
             str(spec.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -78,6 +150,9 @@ def _session(spec: ModelSpec, threads: int):  # type: ignore[no-untyped-def]
         raise InvalidInputError(
             f"{spec.onnx_path} could not be loaded by ONNX Runtime: {error}"
         ) from error
+    finally:
+        if saved is not None:
+            _set_float_env(saved)
     inputs = {item.name: item for item in session.get_inputs()}
     outputs = {item.name for item in session.get_outputs()}
     if spec.input_name not in inputs or spec.output_name not in outputs:
@@ -137,7 +212,7 @@ class ModelRuntime:
         self.preprocess = Preprocessor(self.spec)
         self._sessions = [_session(self.spec, self.threads) for _ in range(self.replicas)]
         self._batcher = MicroBatcher(
-            self._infer,
+            self._infer_on_worker,
             replicas=self.replicas,
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_ms / 1000.0,
@@ -162,6 +237,10 @@ class ModelRuntime:
         if logits.shape != (len(batch), 2):
             raise RuntimeError(f"the model returned logits of shape {logits.shape}")
         return softmax(logits, self.spec.temperature, self.spec.logit_bias)
+
+    def _infer_on_worker(self, replica: int, pixels: np.ndarray) -> np.ndarray:
+        flush_denormals()  # the batcher's own thread: nobody else's floats change
+        return self._infer(replica, pixels)
 
     def warm(self) -> None:
         """Run each session once at batch 1 and at batch 8, so the first real

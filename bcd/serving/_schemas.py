@@ -33,8 +33,8 @@ class InvocationResponse(BaseModel):
                         "message": "Cancer detected",
                     }
                 ],
-                "model": "idc-cnn-v1",
-                "variant": "AllTraffic",
+                "model": "bcd-bundled-accurate",
+                "variant": "accurate",
                 "threshold": 0.5,
                 "probabilities": [0.08, 0.92],
                 "predicted_class": 1,

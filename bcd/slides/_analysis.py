@@ -2,8 +2,10 @@
 
 Memory stays bounded whatever the slide size: tiles are read band by band
 (a few grid rows at a time), batched, scored and dropped; only the
-probability map (one float per tile) and a thumbnail are kept. Reading runs in
-a background thread one batch ahead of inference, so the two overlap. While a
+probability map (one float per tile) and a thumbnail are kept. Reading and
+cutting the tiles runs on a producer thread behind a bounded queue, a couple
+of batches ahead of inference (:mod:`bcd.slides._tile_pipeline`), so the two
+overlap. While a
 slide still decodes in the background (a PNG), the likely tissue of its
 decoded top is scored as the mask is being computed (:mod:`bcd.slides._early`).
 """
@@ -11,10 +13,8 @@ decoded top is scored as the mask is being computed (:mod:`bcd.slides._early`).
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,11 +28,10 @@ from bcd.slides._grid import (
     MODEL_MPP,
     TILE_SIZE,
     TileGrid,
-    band_tiles,
     check_tile_limit,
     plan_grid,
-    read_band,
 )
+from bcd.slides._tile_pipeline import prefetch, tissue_batches
 from bcd.slides._tissue import saturation, tissue_threshold
 from bcd.slides.readers import BaseSlideReader
 
@@ -51,7 +50,6 @@ Predict = Callable[[np.ndarray], np.ndarray]
 #: ``progress(done_tiles, total_tiles)``; raising from it cancels the analysis.
 Progress = Callable[[int, int], None]
 
-_BAND_BYTES = 48 * 1024**2
 _MASK_PIXELS_PER_TILE = 4
 _MAX_MASK_SIZE = 8192
 _MIN_THUMBNAIL = 1024
@@ -282,7 +280,7 @@ def analyze_slide(
     done = total - int(remaining.sum())
     if progress is not None:
         progress(done, total)
-    for rows, cols, tiles in _prefetch(_batches(reader, grid, remaining, options.batch_size)):
+    for rows, cols, tiles in prefetch(tissue_batches(reader, grid, remaining, options.batch_size)):
         probabilities[rows, cols] = score(tiles)
         done += len(tiles)
         if progress is not None:
@@ -420,91 +418,6 @@ def _summed_area(mask: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.
     table = np.zeros((mask.shape[0] + 1, len(wanted)), dtype=np.int64)
     np.cumsum(along_rows[:, wanted], axis=0, dtype=np.int64, out=table[1:])
     return table, index.ravel()
-
-
-def _batches(
-    reader: BaseSlideReader, grid: TileGrid, tissue: np.ndarray, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield ``(rows, cols, tiles)`` batches of tissue tiles, band by band."""
-    band_width = (grid.cols - 1) * grid.stride + grid.tile_size
-    row_bytes = max(grid.stride, grid.tile_size) * band_width * 3
-    rows_per_band = max(1, min(_BAND_BYTES // row_bytes, -(-batch_size // max(grid.cols, 1))))
-    tissue_rows = np.flatnonzero(tissue.any(axis=1))
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pending_count = 0
-    index = 0
-    while index < len(tissue_rows):
-        first = int(tissue_rows[index])
-        last = min(first + rows_per_band, grid.rows)
-        band_rows = last - first
-        band = read_band(reader, grid, first, band_rows)
-        tiles = band_tiles(band, grid, band_rows)
-        band_mask = tissue[first:last]
-        rows, cols = np.nonzero(band_mask)
-        pending.append((rows + first, cols, tiles[rows, cols]))
-        pending_count += len(rows)
-        while pending_count >= batch_size:
-            batch, pending = _take(pending, batch_size)
-            pending_count -= batch_size
-            yield batch
-        while index < len(tissue_rows) and tissue_rows[index] < last:
-            index += 1
-    if pending_count:
-        yield _take(pending, pending_count)[0]
-
-
-def _take(
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]], count: int
-) -> tuple[
-    tuple[np.ndarray, np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-]:
-    rows = np.concatenate([part[0] for part in pending])
-    cols = np.concatenate([part[1] for part in pending])
-    tiles = np.concatenate([part[2] for part in pending])
-    rest = [(rows[count:], cols[count:], tiles[count:])] if len(rows) > count else []
-    return (rows[:count], cols[:count], np.ascontiguousarray(tiles[:count])), rest
-
-
-_DONE = object()
-
-
-def _prefetch(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``batches`` in a background thread, ``depth`` items ahead of the consumer."""
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as error:  # handed to the consumer, re-raised there
-            buffer.put(error)
-
-    worker = threading.Thread(target=produce, name="slide-tile-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.05)
 
 
 def _idc_probabilities(output: Any, expected: int) -> np.ndarray:

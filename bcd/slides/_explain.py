@@ -70,7 +70,8 @@ def target_layer(model: nn.Module) -> nn.Module:
     Returns:
         DeepCNN and SmallCNN: the ReLU after their last convolution; ResNet:
         ``layer4``; EfficientNet-Lite: its last ``features`` stage (the 1x1
-        head convolution); any other network: its last ``Conv2d``.
+        head convolution); an ensemble: its first member's layer; any other
+        network: its last ``Conv2d``.
 
     Raises:
         ExplanationsUnavailableError: If the network has no convolution.
@@ -78,8 +79,12 @@ def target_layer(model: nn.Module) -> nn.Module:
     from torch import nn
 
     from bcd.algorithms.efficientnet import EfficientNetLite
+    from bcd.algorithms.ensemble import EnsembleNet
     from bcd.algorithms.models import DeepCNN, SmallCNN, UpsampledInput
 
+    if isinstance(model, EnsembleNet):
+        # The first member's evidence, as it reaches the ensemble's margin.
+        return target_layer(model.members[0])
     network = model.network if isinstance(model, UpsampledInput) else model
     if isinstance(network, DeepCNN | SmallCNN):
         relus = [layer for layer in network.features if isinstance(layer, nn.ReLU)]

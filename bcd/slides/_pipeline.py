@@ -20,15 +20,21 @@ if TYPE_CHECKING:
 
 
 def file_facts(path: str | Path, name: str | None = None) -> dict[str, Any]:
-    """Name, size and SHA-256 of a file, for the report's ``source``."""
+    """Name, size and SHA-256 of a file, for the report's ``source``.
+
+    A folder (a DICOM series) counts its files' bytes and hashes their
+    contents in name order.
+    """
     path = Path(path)
+    files = sorted(item for item in path.iterdir() if item.is_file()) if path.is_dir() else [path]
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return {
         "filename": name or path.name,
-        "size_bytes": path.stat().st_size,
+        "size_bytes": sum(file.stat().st_size for file in files),
         "sha256": digest.hexdigest(),
     }
 
@@ -48,7 +54,8 @@ def analyze_file(
     """Analyse a slide file and write heatmap, maps, JSON and page report to ``out_dir``.
 
     Args:
-        path: The slide (any format :func:`bcd.slides.open_slide` reads).
+        path: The slide (any format :func:`bcd.slides.open_slide` reads), or a
+            folder holding a DICOM series.
         predict: Tile classifier, uint8 ``(N, 50, 50, 3)`` → ``(N, 2)`` probabilities.
         out_dir: Output folder.
         options: Analysis options.
@@ -68,7 +75,7 @@ def analyze_file(
     Raises:
         BcdError: Subclasses for unreadable slides, bad options or truth.
     """
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise NotFoundError(f"slide file {str(path)!r} does not exist")
     source = file_facts(path, filename)
     options = options or AnalysisOptions()

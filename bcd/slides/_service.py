@@ -163,7 +163,8 @@ class SlideAnalysisService:
         """Take a staged upload and queue its analysis.
 
         Args:
-            staged: The uploaded file (from :meth:`staging_path`); moved, not copied.
+            staged: The uploaded file (from :meth:`staging_path`), or a folder holding
+                a DICOM series unpacked from one; moved, not copied.
             filename: The client's name for it (shown in reports only).
             endpoint: Endpoint whose model scores the tiles.
             options: Analysis options.
@@ -185,6 +186,8 @@ class SlideAnalysisService:
             if size == 0:
                 raise InvalidInputError("the uploaded slide is empty; choose the file again")
         except BaseException:
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
             staged.unlink(missing_ok=True)
             raise
         from bcd.slides._pipeline import file_facts
@@ -193,6 +196,8 @@ class SlideAnalysisService:
         folder = self.root / analysis_id
         folder.mkdir(parents=True)
         suffix = Path(filename).suffix.lower()[:10] if Path(filename).suffix else ""
+        if staged.is_dir():
+            suffix = ""  # an unpacked DICOM series: the folder is the slide
         slide_path = folder / f"slide{suffix}"
         os.replace(staged, slide_path)
         grid = planned_grid(slide_path, options)

@@ -154,3 +154,22 @@ def test_per_patient_results_hand_case() -> None:
     assert rows["b"].balanced_accuracy is None
     assert rows["b"].accuracy == pytest.approx(1.0)
     assert rows["b"].mean_probability == pytest.approx(0.8 / 3)
+
+
+def test_the_median_per_patient_bac_counts_only_patients_with_both_classes() -> None:
+    from bcd.evaluation._patients import patient_bac_summary
+
+    labels = np.array([0, 1, 0, 1] * 3 + [0, 0, 0])
+    patients = np.repeat(["a", "b", "c", "d"], [4, 4, 4, 3])
+    # a: perfect; b: calls everything IDC (BAC 0.5); c: one IDC missed (0.75); d: no IDC.
+    scores = np.array([0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0.9, 0.9, 0.9], dtype=float)
+    rows = per_patient_results(labels, scores, patients, 0.5)
+    summary = patient_bac_summary(rows, replicates=200, seed=3)
+    assert summary is not None
+    assert summary["patients"] == 3
+    assert summary["median"] == pytest.approx(0.75)
+    assert 0.5 <= summary["low"] <= summary["median"] <= summary["high"] <= 1.0
+    assert patient_bac_summary(rows[3:]) is None
+    markdown = render_markdown(_result())
+    assert "Median per-patient (per-slide) balanced accuracy over the 6 patients" in markdown
+    assert json.loads(json.dumps(_result().summary()))["per_patient_bac"]["patients"] == 6

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from bcd.config import Settings
@@ -110,3 +111,40 @@ def wait(service: TrainingJobService) -> Callable[..., dict[str, Any]]:
         return wait_until(service, name, predicate, timeout_s)
 
     return run
+
+
+def instance_processes(job_name: str, script: str) -> list[psutil.Process]:
+    """The running instance processes of a script-mode job (found by command and
+    ``BCD_JOB_NAME``), wherever the executor started them on this machine."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if any(part.endswith(script) for part in process.cmdline()) and (
+                process.environ().get("BCD_JOB_NAME") == job_name
+            ):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def gone(process: psutil.Process) -> bool:
+    """Whether the process has ended (a zombie counts as ended)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def running_instances(job_name: str, count: int) -> dict[str, psutil.Process]:
+    """The job's ``run_forever.py`` instance processes by host, once all have started."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = {
+            process.environ()["SM_CURRENT_HOST"]: process
+            for process in instance_processes(job_name, "run_forever.py")
+        }
+        if len(found) == count:
+            return found
+        assert time.monotonic() < deadline, f"{count} instances of {job_name} not found: {found}"
+        time.sleep(0.1)

@@ -20,6 +20,8 @@ from bcd.jobs import TrainingJobService, get_metric_series, list_metric_names, r
 from bcd.jobs.executors import EXECUTORS
 from bcd.storage import artifact_store
 
+from .conftest import gone, running_instances
+
 
 @pytest.fixture(params=EXECUTORS)
 def executor_name(request: pytest.FixtureRequest) -> str:
@@ -254,6 +256,22 @@ def test_a_failing_instance_stops_the_others(service, script_request, wait) -> N
     assert job["TrainingJobStatus"] == "Failed"
     assert job["FailureReason"].startswith("AlgorithmError: instance algo-2 exited with code 1")
     assert "rank 1 cannot reach its peers" in job["FailureReason"]
+
+
+def test_an_instance_killed_from_outside_fails_the_job_naming_it(
+    service, script_request, wait
+) -> None:
+    request = script_request("killed-job", "run_forever.py", ResourceConfig={"InstanceCount": 2})
+    service.create(request)
+    wait("killed-job", lambda job: len(job["FinalMetricDataList"]) > 0)
+    processes = running_instances("killed-job", 2)
+    processes["algo-2"].kill()
+    killed = time.monotonic()
+    job = wait("killed-job", timeout_s=30)
+    assert time.monotonic() - killed < 15
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"].startswith("AlgorithmError: instance algo-2 was killed by SIGKILL")
+    assert all(gone(process) for process in processes.values())  # algo-1 was stopped
 
 
 @pytest.mark.parametrize(

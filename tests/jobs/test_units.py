@@ -17,9 +17,10 @@ from bcd.jobs import (
     plot_training_curves,
     unique_job_name,
 )
-from bcd.jobs._monitor import MetricScraper, MetricWriter
+from bcd.jobs._monitor import InstanceSampler, MetricScraper, MetricWriter
 from bcd.jobs._spec import parse_request
 from bcd.jobs._tables import TrainingJobRecord
+from bcd.jobs.executors._usage import InstanceUsage
 from bcd.names import validate_name
 
 
@@ -272,3 +273,32 @@ def test_keep_caller_priority_writes_the_niceness_only_where_it_can(
 
 def _refuse(*args: object, **kwargs: object) -> int:
     raise PermissionError("refused")
+
+
+def test_instance_samples_add_up_what_each_node_measured(tmp_path: Path) -> None:
+    gib = 2**30
+    remote = [
+        InstanceUsage("node-a", cpu_percent=150.0, memory_bytes=gib, node_memory_bytes=8 * gib),
+        InstanceUsage("node-a", cpu_percent=50.0, memory_bytes=gib, node_memory_bytes=8 * gib),
+        InstanceUsage(
+            "node-b",
+            cpu_percent=100.0,
+            memory_bytes=2 * gib,
+            node_memory_bytes=8 * gib,
+            gpu={"GPUUtilization": 80.0},
+        ),
+    ]
+    samples: dict[str, float] = {}
+    sampler = InstanceSampler(
+        list,
+        tmp_path,
+        samples.__setitem__,
+        remote=lambda: remote,  # no process of this machine
+    )
+    sampler.sample()
+    assert samples["CPUUtilization"] == 300.0
+    assert samples["MemoryUsedMegabytes"] == 4 * 1024
+    assert samples["MemoryUtilization"] == 25.0  # 4 GiB of two 8 GiB nodes, each counted once
+    assert samples["GPUUtilization"] == 80.0
+    assert 0 <= samples["DiskUtilization"] <= 100
+    assert InstanceUsage.from_dict(remote[2].to_dict()) == remote[2]

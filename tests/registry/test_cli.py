@@ -87,7 +87,7 @@ def test_errors_exit_with_mapped_codes(
     code, _, err = run(
         capsys, "endpoint-configs", "create", "c1", "--variant", "name=A,model=m1,weight=0"
     )
-    assert code == 2 and "positive number" in err
+    assert code == 2 and "above 0" in err
     code, _, err = run(capsys, "endpoints", "list", "--status", "Asleep")
     assert code == 2 and "--status" in err
 

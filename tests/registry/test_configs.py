@@ -45,14 +45,27 @@ def test_defaults_one_instance_and_weight_one(
     assert described["InitialVariantWeight"] == 1.0
 
 
+def test_a_zero_weight_variant_is_kept_for_pinned_requests(
+    model: Callable[[str], str], settings: Settings
+) -> None:
+    model("m1")
+    variants = [variant("main", "m1", 1.0), variant("spare", "m1", 0.0)]
+    registry.create_endpoint_config("c1", variants, settings=settings)
+    described = registry.describe_endpoint_config("c1", settings)["ProductionVariants"]
+    assert [v["InitialVariantWeight"] for v in described] == [1.0, 0.0]
+
+
 @pytest.mark.parametrize(
     ("variants", "fragment"),
     [
         pytest.param([], "non-empty list", id="empty"),
         pytest.param({"VariantName": "A"}, "non-empty list", id="not-a-list"),
-        pytest.param([variant("A", "m1", 0.0)], "positive number", id="zero-weight"),
-        pytest.param([variant("A", "m1", -1.0)], "positive number", id="negative-weight"),
-        pytest.param([variant("A", "m1", float("nan"))], "positive number", id="nan-weight"),
+        pytest.param([variant("A", "m1", 0.0)], "above 0", id="only-zero-weight"),
+        pytest.param(
+            [variant("A", "m1", 0.0), variant("B", "m1", 0.0)], "above 0", id="all-zero-weights"
+        ),
+        pytest.param([variant("A", "m1", -1.0)], "0 or more", id="negative-weight"),
+        pytest.param([variant("A", "m1", float("nan"))], "0 or more", id="nan-weight"),
         pytest.param([variant("A", "m1", instances=0)], "from 1 to", id="zero-instances"),
         pytest.param([variant("A", "m1", instances=1000)], "from 1 to", id="many-instances"),
         pytest.param([variant("A", "m1"), variant("A", "m1")], "appears twice", id="dup-names"),

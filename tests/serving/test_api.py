@@ -119,6 +119,11 @@ def test_error_statuses(client: TestClient, idc_png: bytes) -> None:
         404,
         "unknown_variant",
     )
+    assert_error(
+        raw(client, "/predict-breast-cancer", idc_png, **{"X-Target-Variant": "nope"}),
+        404,
+        "unknown_variant",
+    )
     assert_error(client.get("/no-such-route"), 404, "not_found")
     assert_error(client.put("/predict-breast-cancer"), 405, "method_not_allowed")
 
@@ -156,8 +161,9 @@ def test_not_ready_until_models_load(serving_settings: Settings, tmp_path: Path)
 
 def test_readyz_and_endpoint_listing(client: TestClient) -> None:
     assert client.get("/readyz").json() == {"status": "ready", "endpoints": ["ep"]}
-    listing = client.get("/endpoints").json()["Endpoints"]
-    assert [item["EndpointName"] for item in listing] == ["ep"]
+    listing = client.get("/endpoints").json()
+    assert [item["EndpointName"] for item in listing["Endpoints"]] == ["ep"]
+    assert listing["DefaultEndpoint"] == "ep"  # behind POST /predict-breast-cancer
     described = client.get("/endpoints/ep").json()
     assert described["EndpointStatus"] == "InService"
     assert described["ProductionVariants"][0]["VariantName"] == "main"

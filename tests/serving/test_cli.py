@@ -61,6 +61,54 @@ def test_predict_in_process_prints_a_verdict_per_image(
     assert table.exit_code == 0 and "Cancer detected" in table.output
 
 
+def test_predict_pins_a_variant(
+    settings: Settings, tiny_model: Path, always_idc_model: Path, patches: list[Path]
+) -> None:
+    registry.create_model("tiny", model_data=str(tiny_model), settings=settings)
+    registry.create_model("idc", model_data=str(always_idc_model), settings=settings)
+    variants = [
+        {"VariantName": "accurate", "ModelName": "tiny", "InitialVariantWeight": 1.0},
+        {"VariantName": "fast", "ModelName": "idc", "InitialVariantWeight": 0.0},
+    ]
+    registry.create_endpoint_config("two", variants, settings=settings)
+    registry.create_endpoint("two", "two", settings=settings)
+    try:
+        pale = str(patches[1])
+
+        def predict(*extra: str) -> list[dict[str, object]]:
+            result = runner.invoke(
+                build_app(), ["predict", pale, "--endpoint", "two", "--json", *extra]
+            )
+            assert result.exit_code == 0, result.output
+            return [json.loads(line) for line in result.output.strip().splitlines()]
+
+        (unpinned,) = predict()
+        assert (unpinned["variant"], unpinned["model"]) == ("accurate", "tiny")
+        assert unpinned["message"] == "Cancer not detected"
+        (pinned,) = predict("--variant", "fast")
+        assert (pinned["variant"], pinned["model"]) == ("fast", "idc")
+        assert pinned["message"] == "Cancer detected"  # the always-IDC model answered
+        table = runner.invoke(
+            build_app(), ["predict", pale, "--endpoint", "two", "--variant", "fast"]
+        )
+        assert table.exit_code == 0 and "variant fast" in table.output
+
+        from bcd.cli.main import main
+
+        with pytest.raises(SystemExit) as unknown:
+            main(["predict", pale, "--endpoint", "two", "--variant", "AllTraffic"])
+        assert unknown.value.code == 4
+    finally:
+        close_local_services()
+
+
+def test_predict_help_explains_the_variants() -> None:
+    result = runner.invoke(build_app(), ["predict", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for fragment in ("--variant", "X-Target-Variant", "'fast'", "'accurate'"):
+        assert fragment in result.output
+
+
 def test_predict_missing_file_and_unknown_endpoint(deployed: Settings, patches: list[Path]) -> None:
     from bcd.cli.main import main
 
@@ -125,9 +173,14 @@ def test_bcd_serve_process_answers_and_stops_cleanly(
                     f"http://127.0.0.1:{port}",
                     "--endpoint",
                     "ep",
+                    "--variant",
+                    "main",
+                    "--json",
                 ],
             )
-            assert result.exit_code == 0 and "Cancer not detected" in result.output
+            assert result.exit_code == 0, result.output
+            answered = json.loads(result.output)
+            assert (answered["message"], answered["variant"]) == ("Cancer not detected", "main")
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)

@@ -72,6 +72,50 @@ def test_target_variant_pins_and_unknown_variant_is_refused(
             router.choose(endpoint, "C")
 
 
+@pytest.mark.parametrize("order", ["default-first", "default-last"])
+def test_a_zero_weight_variant_answers_only_when_pinned(
+    router_factory, never_idc_model: Path, always_idc_model: Path, order: str
+) -> None:
+    variants = [("accurate", never_idc_model, 1.0), ("fast", always_idc_model, 0.0)]
+    if order == "default-last":
+        variants.reverse()
+    router = router_factory(InMemoryEndpointSource([endpoint_spec("two", variants)]), seed=3)
+    with router.use("two") as endpoint:
+        assert {router.choose(endpoint, None).name for _ in range(2_000)} == {"accurate"}
+        assert router.choose(endpoint, "fast").name == "fast"
+
+
+def test_a_zero_weight_variant_takes_no_share_of_the_cores(
+    router_factory, never_idc_model: Path, always_idc_model: Path
+) -> None:
+    two = [("accurate", never_idc_model, 1.0), ("fast", always_idc_model, 0.0)]
+    split = [("A", never_idc_model, 0.5), ("B", always_idc_model, 0.5)]
+    source = InMemoryEndpointSource([endpoint_spec("two", two), endpoint_spec("split", split)])
+    router = router_factory(source, cores=2)
+    with router.use("two") as endpoint:
+        assert {v.runtime.threads for v in endpoint.variants.values()} == {2}
+    with router.use("split") as endpoint:
+        assert {v.runtime.threads for v in endpoint.variants.values()} == {1}
+
+
+def test_slides_use_the_fast_variant_when_there_is_one(
+    router_factory, never_idc_model: Path, always_idc_model: Path
+) -> None:
+    source = InMemoryEndpointSource(
+        [
+            endpoint_spec(
+                "two", [("accurate", never_idc_model, 1.0), ("fast", always_idc_model, 0.0)]
+            ),
+            endpoint_spec("plain", [("A", never_idc_model, 1.0)]),
+        ]
+    )
+    router = router_factory(source)
+    with router.use("two") as endpoint:
+        assert {router.choose_for_slides(endpoint).name for _ in range(50)} == {"fast"}
+    with router.use("plain") as endpoint:
+        assert router.choose_for_slides(endpoint).name == "A"
+
+
 def test_unknown_creating_and_failed_endpoints(
     router_factory, tiny_model: Path, tmp_path: Path
 ) -> None:

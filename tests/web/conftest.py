@@ -32,6 +32,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 ENDPOINT = "bcd-web-test"
 CALIBRATED_ENDPOINT = "bcd-web-calibrated"
 CALIBRATED_THRESHOLD = 0.3
+# Two variants like the bundled endpoint's: "accurate" (the tiny model calibrated to
+# CALIBRATED_THRESHOLD) takes the unpinned traffic, "fast" (the tiny model) only pinned.
+VARIANTS_ENDPOINT = "bcd-web-variants"
 
 
 def _free_port() -> int:
@@ -80,6 +83,20 @@ def _register_tiny_endpoint(home: Path) -> None:
     )
     client.create_endpoint(
         EndpointName=CALIBRATED_ENDPOINT, EndpointConfigName="tiny-calibrated-config"
+    )
+    client.create_endpoint_config(
+        EndpointConfigName="tiny-variants-config",
+        ProductionVariants=[
+            {
+                "VariantName": "accurate",
+                "ModelName": "tiny-calibrated",
+                "InitialVariantWeight": 1.0,
+            },
+            {"VariantName": "fast", "ModelName": "tiny", "InitialVariantWeight": 0.0},
+        ],
+    )
+    client.create_endpoint(
+        EndpointName=VARIANTS_ENDPOINT, EndpointConfigName="tiny-variants-config"
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import CALIBRATED_ENDPOINT, screenshot
+from tests.web.conftest import CALIBRATED_ENDPOINT, VARIANTS_ENDPOINT, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -63,6 +63,34 @@ def test_threshold_follows_the_models_calibration_until_moved(page: Any, shared_
     page.set_input_files("#file-input", str(shared_data / BORDERLINE_PATCH))
     page.get_by_text("Analysed 1 of 1 patches.").wait_for()
     assert page.locator("#threshold-value").inner_text() == "0.500"
+
+
+def test_variant_choice_pins_a_variant_and_its_threshold(page: Any, shared_data: Path) -> None:
+    variant = page.locator("#variant")
+    # The default endpoint has one variant: shown, nothing else to choose.
+    page.wait_for_function("document.getElementById('variant').options[0].value === 'main'")
+    assert variant.is_disabled()
+    page.get_by_text("Connection").click()
+    page.locator("#endpoint").fill(VARIANTS_ENDPOINT)
+    page.locator("#endpoint").dispatch_event("change")
+    page.wait_for_function("document.getElementById('variant').options.length === 2")
+    options = variant.locator("option").all_inner_texts()
+    assert options == ["accurate (default) — model tiny-calibrated", "fast — model tiny"]
+    # The default variant's calibrated threshold, before any request.
+    assert page.locator("#threshold-value").inner_text() == "0.300"
+    variant.select_option("fast")
+    assert page.locator("#threshold-value").inner_text() == "0.500"
+    page.set_input_files("#file-input", str(shared_data / BORDERLINE_PATCH))
+    summary = page.locator("#patch-summary")
+    page.get_by_text("Analysed 1 of 1 patches.").wait_for()
+    assert "by variant fast (model tiny)" in summary.inner_text()
+    assert "Cancer not detected" in page.locator("#patch-rows tr").first.inner_text()
+    # Picking accurate re-scores the shown patch on it, at its own threshold.
+    variant.select_option("accurate")
+    page.get_by_text("by variant accurate (model tiny-calibrated)").wait_for()
+    assert page.locator("#threshold-value").inner_text() == "0.300"
+    assert "Cancer detected" in page.locator("#patch-rows tr").first.inner_text()
+    screenshot(page, "variant-accurate")
 
 
 def test_corrupt_file_shows_clear_error(page: Any, tmp_path: Path) -> None:
@@ -131,4 +159,31 @@ def test_reassembled_slide_heatmap_report_and_truth(
     assert "patient-8863.png" in case.inner_text()
     page.once("dialog", lambda dialog: dialog.accept())
     case.get_by_role("button", name="Delete analysis of patient-8863.png").click()
+    page.get_by_text("No slide analyses yet").wait_for()
+
+
+def test_a_zipped_dicom_series_is_analysed_as_one_slide(page: Any, tmp_path: Path) -> None:
+    import zipfile
+
+    pytest.importorskip("wsidicom")
+    from tests.slides.scanner_files import scanner_levels, write_dicom
+
+    files = write_dicom(tmp_path / "series", scanner_levels())
+    archive = tmp_path / "case-dicom.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, path in enumerate(files):
+            bundle.write(path, f"case-dicom/level-{index}.dcm")
+    assert ".zip" in (page.locator("#file-input").get_attribute("accept") or "")
+    page.set_input_files("#file-input", str(archive))
+    page.get_by_text("Analysis of case-dicom.zip complete.").wait_for(timeout=120_000)
+    report = page.evaluate(
+        "async () => { const list = (await (await fetch('/slides')).json()).slides;"
+        " return (await (await fetch(`/slides/${list[0].id}`)).json()).report; }"
+    )
+    assert (report["slide"]["format"], report["slide"]["levels"]) == ("dicom", 3)
+    assert report["source"]["filename"] == "case-dicom.zip"
+    screenshot(page, "slide-dicom-zip")
+    case = page.locator("#case-list li")
+    page.once("dialog", lambda dialog: dialog.accept())
+    case.get_by_role("button", name="Delete analysis of case-dicom.zip").click()
     page.get_by_text("No slide analyses yet").wait_for()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import collections
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from bcd.jobs._spec import JobSpec
+    from bcd.jobs.executors._usage import InstanceUsage
 
 STDERR_TAIL_LINES = 12
 
@@ -114,12 +116,16 @@ class BaseInstance(abc.ABC):
         host: ``algo-k``.
         placement: Where it runs.
         stderr_tail: Its last stderr lines (for a ``FailureReason``).
+        lost: Why the instance is gone without having exited (its Ray actor
+            or node died), else ``None``; its :attr:`returncode` is then
+            ``-SIGKILL``.
     """
 
     def __init__(self, placement: InstancePlacement) -> None:
         self.host = placement.host
         self.placement = placement
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.lost: str | None = None
 
     @property
     @abc.abstractmethod
@@ -128,7 +134,14 @@ class BaseInstance(abc.ABC):
 
     @property
     def local_pid(self) -> int | None:
-        """Its process id when it runs on this machine (for instance metrics), else ``None``."""
+        """Its process id when the supervisor samples it on this machine (instance
+        metrics), else ``None``."""
+        return None
+
+    @property
+    def usage(self) -> InstanceUsage | None:
+        """The latest sample of its resource use taken on its own node, when the
+        executor measures it there (instead of the supervisor, see :attr:`local_pid`)."""
         return None
 
     @abc.abstractmethod
@@ -229,3 +242,53 @@ class BaseExecutor(abc.ABC):
     def describe(self) -> str:
         """A short line saying where the instances run (for the job's status messages)."""
         return self.name
+
+
+class BackgroundReservation:
+    """Runs :meth:`BaseExecutor.reserve` in a thread, so that the wait for the
+    cluster (connecting, placing, starting actors) overlaps other work of the
+    supervisor, such as preparing the job's input.
+
+    Args:
+        executor: The job's executor.
+        spec: The job.
+        cancelled: Polled while waiting, as by ``reserve``.
+    """
+
+    def __init__(
+        self, executor: BaseExecutor, spec: JobSpec, cancelled: Callable[[], bool]
+    ) -> None:
+        self._abandoned = threading.Event()
+        self._placements: list[InstancePlacement] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._reserve, args=(executor, spec, cancelled), name="reserve", daemon=True
+        )
+        self._thread.start()
+
+    def _reserve(
+        self, executor: BaseExecutor, spec: JobSpec, cancelled: Callable[[], bool]
+    ) -> None:
+        try:
+            self._placements = executor.reserve(
+                spec, lambda: self._abandoned.is_set() or cancelled()
+            )
+        except BaseException as error:  # handed to the caller of result()
+            self._error = error
+
+    def result(self) -> list[InstancePlacement] | None:
+        """Wait for ``reserve``; its placements, or ``None`` when cancelled.
+
+        Raises:
+            BcdError: What ``reserve`` raised.
+        """
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._placements
+
+    def abandon(self) -> None:
+        """Give up: stop waiting and return once ``reserve`` has (release what it held
+        with :meth:`BaseExecutor.close` after this)."""
+        self._abandoned.set()
+        self._thread.join()

@@ -23,12 +23,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,8 @@ from bcd.jobs.executors._base import (
     InstancePlacement,
     LineSink,
 )
+from bcd.jobs.executors._ray_actor import ProcessActor
+from bcd.jobs.executors._usage import InstanceUsage
 
 if TYPE_CHECKING:
     from bcd.config import Settings
@@ -203,93 +205,18 @@ def connect(settings: Settings) -> str:
     return address
 
 
-class ProcessActor:
-    """The body of an instance's Ray actor: runs one command as its child and relays output."""
-
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._lines: queue.Queue[tuple[bool, str] | None] = queue.Queue()
-        self._open_streams = 0
-
-    def node(self) -> dict[str, Any]:
-        """Where this actor runs: host name, address, GPU ids, CPUs, and a free port."""
-        import ray
-
-        address = ray.util.get_node_ip_address()
-        with socket.socket() as sock:
-            sock.bind((address, 0))
-            port = int(sock.getsockname()[1])
-        return {
-            "hostname": socket.gethostname(),
-            "address": address,
-            "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
-            "cpu_count": os.cpu_count() or 1,
-            "free_port": port,
-        }
-
-    def start(self, command: list[str], cwd: str, env: dict[str, str]) -> int:
-        """Start the instance command; its pid."""
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            process_group=0,
-            close_fds=True,
-        )
-        self._process = process
-        assert process.stdout is not None and process.stderr is not None
-        for stream, is_stderr in ((process.stdout, False), (process.stderr, True)):
-            self._open_streams += 1
-            threading.Thread(target=self._pump, args=(stream, is_stderr), daemon=True).start()
-        return process.pid
-
-    def _pump(self, stream: Any, is_stderr: bool) -> None:
-        for raw in iter(stream.readline, b""):
-            self._lines.put((is_stderr, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
-        stream.close()
-        self._lines.put(None)
-
-    def read(self, wait_s: float) -> tuple[list[tuple[bool, str]], int | None]:
-        """Output lines so far (waiting up to ``wait_s`` for one), and the exit code once
-        the process has ended and every line has been read."""
-        lines: list[tuple[bool, str]] = []
-        with contextlib.suppress(queue.Empty):
-            item = self._lines.get(timeout=wait_s)
-            while True:
-                if item is None:
-                    self._open_streams -= 1
-                else:
-                    lines.append(item)
-                if len(lines) >= 2000:
-                    break
-                item = self._lines.get_nowait()
-        code = None
-        if self._process is not None and self._open_streams == 0 and self._lines.empty():
-            code = self._process.wait()
-        return lines, code
-
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the command's process group."""
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._process.pid, signum)
-
-    def kill_leftovers(self) -> None:
-        """SIGKILL the command's process group (once it ended, or on release)."""
-        self.signal(signal.SIGKILL)
-
-
 class RayInstance(BaseInstance):
-    """An instance process inside a Ray actor (see :class:`BaseInstance`)."""
+    """An instance process inside a Ray actor (see :class:`BaseInstance`).
+
+    Its resource use is measured by its actor, on its node (:attr:`usage`).
+    """
 
     def __init__(self, placement: InstancePlacement, actor: Any, pid: int, on_line: LineSink):
         super().__init__(placement)
         self._actor = actor
         self._pid = pid
         self._code: int | None = None
+        self._usage: InstanceUsage | None = None
         self._reader = threading.Thread(
             target=self._relay, args=(on_line,), name=f"{self.host}-ray-log", daemon=True
         )
@@ -300,12 +227,17 @@ class RayInstance(BaseInstance):
 
         while True:
             try:
-                lines, code = ray.get(self._actor.read.remote(_READ_WAIT_S), timeout=120)
+                lines, code, usage = ray.get(self._actor.read.remote(_READ_WAIT_S), timeout=120)
             except Exception as error:  # the actor or its node is gone
-                message = f"the Ray actor of {self.host} was lost: {type(error).__name__}"
-                on_line(self, message, True)
+                self.lost = (
+                    f"its Ray actor on node {self.placement.node} ({self.placement.address}) "
+                    f"died: {_first_line(error)}"
+                )
+                on_line(self, f"the Ray actor of {self.host} was lost: {self.lost}", True)
                 self._code = -signal.SIGKILL
                 return
+            if usage is not None:
+                self._usage = InstanceUsage.from_dict(usage)
             for is_stderr, line in lines:
                 on_line(self, line, is_stderr)
             if code is not None:
@@ -317,8 +249,8 @@ class RayInstance(BaseInstance):
         return self._code
 
     @property
-    def local_pid(self) -> int | None:
-        return self._pid if self.placement.node == socket.gethostname() else None
+    def usage(self) -> InstanceUsage | None:
+        return self._usage if self._code is None else None
 
     def _call(self, method: str, *args: Any) -> None:
         import ray
@@ -331,10 +263,17 @@ class RayInstance(BaseInstance):
             self._call("signal", signum)
 
     def kill_leftovers(self) -> None:
-        self._call("kill_leftovers")
+        if self.lost is None:
+            self._call("kill_leftovers")
 
     def join_output(self, timeout: float) -> None:
         self._reader.join(timeout=timeout)
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (Ray's actor errors run to many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def bundle_for(instance_type: str, cluster_gpus: float) -> dict[str, float]:
@@ -383,7 +322,9 @@ class RayExecutor(BaseExecutor):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        began = time.monotonic()
         self.address = connect(self.settings)
+        connected = time.monotonic()
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         bundle = bundle_for(spec.instance_type, max((n.get("GPU", 0) for n in nodes), default=0))
         if not any(all(n.get(k, 0) >= v for k, v in bundle.items()) for n in nodes):
@@ -393,14 +334,20 @@ class RayExecutor(BaseExecutor):
                 f"one instance of {spec.instance_type} (largest node: {_resources(largest)}); "
                 "choose a smaller InstanceType or add a node"
             )
-        self._group = placement_group([bundle] * spec.instance_count, strategy="SPREAD")
+        # Names show the job in `ray list actors` / `ray list placement-groups`.
+        prefix = f"bcd-job:{spec.name}:{os.getpid()}"
+        self._group = placement_group(
+            [bundle] * spec.instance_count, strategy="SPREAD", name=prefix
+        )
         ready = self._group.ready()
         while not ray.wait([ready], timeout=1.0)[0]:
             if cancelled():
                 return None
+        reserved = time.monotonic()
         # Sent by value: the actor's worker then imports only the standard
-        # library, not bcd.jobs and its dependencies (faster instance starts).
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        # library and psutil, not bcd.jobs and its dependencies (faster starts).
+        for module in (ProcessActor.__module__, InstanceUsage.__module__):
+            ray.cloudpickle.register_pickle_by_value(sys.modules[module])
         actor_class = ray.remote(ProcessActor)
         for rank in range(spec.instance_count):
             strategy = PlacementGroupSchedulingStrategy(
@@ -408,6 +355,7 @@ class RayExecutor(BaseExecutor):
             )
             self._actors.append(
                 actor_class.options(
+                    name=f"{prefix}:algo-{rank + 1}",
                     num_cpus=bundle["CPU"],
                     num_gpus=bundle.get("GPU", 0),
                     scheduling_strategy=strategy,
@@ -415,6 +363,15 @@ class RayExecutor(BaseExecutor):
                 ).remote()
             )
         nodes_info = ray.get([actor.node.remote() for actor in self._actors], timeout=300)
+        logger.info(
+            "reserved %d instance(s) on Ray in %.2f s: connect %.2f s, placement group %.2f s, "
+            "actors %.2f s",
+            spec.instance_count,
+            time.monotonic() - began,
+            connected - began,
+            reserved - connected,
+            time.monotonic() - reserved,
+        )
         return [
             _placement(rank, info, spec, bundle, nodes_info[0]["free_port"])
             for rank, info in enumerate(nodes_info)
@@ -430,7 +387,8 @@ class RayExecutor(BaseExecutor):
     ) -> BaseInstance:
         ray = import_ray()
         actor = self._actors[placement.rank]
-        pid = ray.get(actor.start.remote(command, str(cwd), env), timeout=_CALL_TIMEOUT_S)
+        call = actor.start.remote(command, str(cwd), env, self.settings.job_sample_interval_s)
+        pid = ray.get(call, timeout=_CALL_TIMEOUT_S)
         return RayInstance(placement, actor, pid, on_line)
 
     def close(self) -> None:

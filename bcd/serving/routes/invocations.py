@@ -15,6 +15,13 @@ TtaQuery = Annotated[
     bool | None,
     Query(description="Average the 8 rotations/mirrors of each image (default: the model's)"),
 ]
+TargetVariantHeader = Annotated[
+    str | None,
+    Header(
+        description="Pin a production variant by name (the bundled endpoint: `fast` or "
+        "`accurate`); without it a variant is drawn by traffic weight"
+    ),
+]
 
 
 @router.post(
@@ -30,9 +37,7 @@ async def invoke_endpoint(
     body: BodyDep,
     content_type: Annotated[str | None, Header()] = None,
     accept: Annotated[str | None, Header()] = None,
-    x_target_variant: Annotated[
-        str | None, Header(description="Pin a production variant by name")
-    ] = None,
+    x_target_variant: TargetVariantHeader = None,
     tta: TtaQuery = None,
 ) -> Response:
     """Probabilities for every image in the body, from a variant chosen by weight."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Response
 
 from bcd.serving._schemas import SCORING_REQUEST_BODY, SCORING_RESPONSES
 from bcd.serving.deps import BodyDep, ServiceDep, SettingsDep
-from bcd.serving.routes.invocations import TtaQuery
+from bcd.serving.routes.invocations import TargetVariantHeader, TtaQuery
 
 router = APIRouter(tags=["predict"])
 
@@ -26,13 +26,18 @@ async def predict_breast_cancer(
     body: BodyDep,
     content_type: Annotated[str | None, Header()] = None,
     accept: Annotated[str | None, Header()] = None,
+    x_target_variant: TargetVariantHeader = None,
     tta: TtaQuery = None,
 ) -> Response:
     """Score the body on the default endpoint (``bcd serve --default-endpoint``).
 
-    Send ``Accept: text/plain`` for "Cancer detected" / "Cancer not detected" alone.
+    Send ``Accept: text/plain`` for "Cancer detected" / "Cancer not detected" alone,
+    and ``X-Target-Variant`` to pin a variant (the bundled endpoint's ``fast`` or
+    ``accurate``).
     """
-    invocation = await service.invoke(settings.default_endpoint, content_type, body, tta=tta)
+    invocation = await service.invoke(
+        settings.default_endpoint, content_type, body, target_variant=x_target_variant, tta=tta
+    )
     content, media = invocation.render(accept)
     return Response(
         content,

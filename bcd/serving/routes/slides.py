@@ -1,7 +1,8 @@
 """``/slides``: whole-slide analysis, asynchronous like SageMaker's async inference.
 
 ``POST /slides`` streams the upload to disk (up to ``BCD_MAX_SLIDE_BYTES``),
-queues the analysis and answers ``202`` with its id at once; ``GET
+unpacks a zipped DICOM series (:mod:`bcd.slides._archives`), queues the
+analysis and answers ``202`` with its id at once; ``GET
 /slides/{id}`` reports status, progress and, when done, the report; the
 outputs (heatmap, overlay, report PDF/PNG/JSON, probability map) and single
 tiles are served from there; ``DELETE /slides/{id}`` removes everything (and
@@ -52,7 +53,7 @@ def _predictor_factory(app: Any) -> Any:
         if not endpoints.has(endpoint) and endpoints.needs_refresh(endpoint):
             endpoints.refresh(endpoint)
         with endpoints.use(endpoint) as loaded:
-            variant = endpoints.choose(loaded, None)
+            variant = endpoints.choose_for_slides(loaded)
             variant_name, model_name = variant.name, variant.model_name
             decision_threshold = variant.runtime.spec.decision_threshold
             context = variant.runtime.spec.slide_context
@@ -60,7 +61,7 @@ def _predictor_factory(app: Any) -> Any:
 
         def predict(tiles: Any) -> Any:
             with endpoints.use(endpoint) as loaded:
-                chosen = loaded.variants.get(variant_name) or endpoints.choose(loaded, None)
+                chosen = loaded.variants.get(variant_name) or endpoints.choose_for_slides(loaded)
                 return chosen.runtime.predict(list(tiles))
 
         return predict, {
@@ -102,6 +103,7 @@ class _Upload:
         self.limit = limit
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
+        self.content_type = ""
         self.truth: bytes | None = None
         self._handle: Any = None
         self._headers: dict[bytes, bytes] = {}
@@ -152,6 +154,8 @@ class _Upload:
             if self._handle is not None:
                 raise InvalidInputError("send one slide per request")
             self.filename = _upload_filename(filename.decode("utf-8", "replace"))
+            media, _ = parse_options_header(self._headers.get(b"content-type", b""))
+            self.content_type = media.decode("latin-1").lower()
             self._handle = open(self.staged, "wb")  # noqa: SIM115 - closed in _end / close()
             self._target = "slide"
         elif self._name == "truth":
@@ -230,6 +234,7 @@ async def _receive(request: Request, service: SlideAnalysisService, limit: int) 
                 )
         else:
             upload.filename = _upload_filename(request.query_params.get("filename") or "slide")
+            upload.content_type = content_type.decode("latin-1").lower()
             with open(upload.staged, "wb") as handle:
                 async for chunk in request.stream():
                     upload.written += len(chunk)
@@ -247,6 +252,39 @@ async def _receive(request: Request, service: SlideAnalysisService, limit: int) 
         upload.staged.unlink(missing_ok=True)
         raise
     return upload
+
+
+def _unpack_series(upload: _Upload, settings: Any) -> Path:
+    """The staged slide, or the folder its zipped DICOM series unpacks to (the zip deleted).
+
+    A zip is what the client declared (``application/zip``, a ``*.zip`` name) or
+    what the body starts as.
+
+    Raises:
+        InvalidArchiveError: A zip that is not a readable, single DICOM WSI series.
+        ArchiveTooLargeError: Over ``BCD_MAX_ARCHIVE_ENTRIES`` / ``BCD_MAX_ARCHIVE_BYTES``.
+    """
+    from bcd.slides._archives import (
+        ZIP_MEDIA_TYPES,
+        ArchiveLimits,
+        extract_dicom_series,
+        is_zip_name,
+        looks_like_zip,
+    )
+
+    declared = upload.content_type in ZIP_MEDIA_TYPES or is_zip_name(upload.filename)
+    if not declared and not looks_like_zip(upload.staged):
+        return upload.staged
+    folder = upload.staged.with_suffix(".series")
+    try:
+        return extract_dicom_series(
+            upload.staged,
+            folder,
+            ArchiveLimits.from_settings(settings),
+            name=f"the upload {Path(upload.filename or 'slide').name!r}",
+        )
+    finally:
+        upload.staged.unlink(missing_ok=True)
 
 
 def _options(values: dict[str, str]) -> AnalysisOptions:
@@ -289,6 +327,11 @@ async def create_slide_analysis(
     """Upload a slide (raw body, or ``multipart/form-data`` with parts ``slide`` and
     optionally ``truth``); the analysis runs in the background.
 
+    A DICOM whole-slide series comes as one zip of its files (``application/zip``,
+    or a part named ``*.zip``); an unsafe, damaged or mixed archive is refused with
+    ``400`` (``invalid_archive``, ``unsafe_archive``) and one over the archive limits
+    with ``413`` (``archive_too_large``), and nothing of it is kept.
+
     Options come as form fields or query parameters: ``endpoint`` (default: the
     server's default endpoint), ``stride``, ``threshold``, ``mpp``, ``model_mpp``,
     ``detect_tissue``, ``context``, ``min_tissue_fraction``, ``tissue_threshold``,
@@ -318,9 +361,10 @@ async def create_slide_analysis(
         upload.staged.unlink(missing_ok=True)
         raise
     endpoint = (values.get("endpoint") or "").strip() or settings.default_endpoint
-    # Off the event loop: submitting hashes the whole file and reads its header.
+    # Off the event loop: unpacking a zip, and submitting hashes the whole slide.
+    staged = await asyncio.to_thread(_unpack_series, upload, settings)
     described = await asyncio.to_thread(
-        service.submit, upload.staged, upload.filename or "slide", endpoint, options, upload.truth
+        service.submit, staged, upload.filename or "slide", endpoint, options, upload.truth
     )
     return JSONResponse(
         described, status_code=202, headers={"Location": f"/slides/{described['id']}"}

@@ -3,7 +3,9 @@
 A DICOM slide is a series of instances, usually one file per pyramid level.
 Opening one of its files opens the whole series: the files beside it that
 belong to the same series (same ``SeriesInstanceUID``) become the other
-levels. ``wsidicom`` is an optional dependency (``pip install 'bcd[slides]'``),
+levels, and a folder opens all its DICOM files; an upload brings the series
+as one zip, which :mod:`bcd.slides._archives` checks and unpacks into such a
+folder. ``wsidicom`` is an optional dependency (``pip install 'bcd[slides]'``),
 imported only when such a slide is opened; frames are decoded one tile at a
 time, so a region read never decodes a whole level.
 """

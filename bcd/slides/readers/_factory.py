@@ -16,7 +16,9 @@ SUPPORTED_FORMATS = (
 
 
 def sniff_format(path: str | Path) -> str | None:
-    """The image format by magic bytes: png, jpeg, tiff, dicom (or ``None``)."""
+    """The image format by magic bytes: png, jpeg, tiff, dicom (or ``None``, and for a folder)."""
+    if Path(path).is_dir():
+        return None
     with open(path, "rb") as handle:
         head = handle.read(DICOM_MAGIC_OFFSET + 4)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):

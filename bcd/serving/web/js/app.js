@@ -16,16 +16,20 @@ import {
   summaryFacts,
   waitForAnalysis,
 } from "./slides.js";
+import { chosenVariant, fillVariantChoice, loadVariants } from "./variants.js";
 import { SlideViewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
-const SLIDE_SUFFIX = /\.(svs|ndpi|mrxs|scn|bif|vms|vmu|svslide|tif|tiff)$/i;
+// A DICOM slide comes as one .dcm or as a .zip of its whole series.
+const SLIDE_SUFFIX = /\.(svs|ndpi|mrxs|scn|bif|vms|vmu|svslide|tif|tiff|dcm|zip)$/i;
 const PATCH_MAX_SIDE = 64;
 
 const state = {
   patchResults: [],
   // Until the user moves the slider it follows the model's own decision threshold.
   thresholdTouched: false,
+  // The endpoint's production variants, for the variant choice beside the threshold.
+  variants: { endpoint: "", variants: [], split: false },
   currentCase: null,
   viewToken: 0,
 };
@@ -94,6 +98,26 @@ function adoptModelThreshold(results) {
   showThreshold();
 }
 
+// Follow the chosen variant's calibrated threshold (known once the server loaded it).
+function adoptVariantThreshold() {
+  const variant = chosenVariant($("variant"), state.variants);
+  if (state.thresholdTouched || !variant || variant.threshold === null) return;
+  $("threshold").value = String(variant.threshold);
+  showThreshold();
+}
+
+// Fill the variant choice from the endpoint's production variants; without access to
+// GET /endpoints (no key yet) it stays at "Endpoint default".
+async function refreshVariants() {
+  try {
+    state.variants = await loadVariants(endpoint());
+  } catch (_) {
+    state.variants = { endpoint: endpoint(), variants: [], split: false };
+  }
+  fillVariantChoice($("variant"), state.variants);
+  adoptVariantThreshold();
+}
+
 function endpoint() {
   return $("endpoint").value.trim();
 }
@@ -155,7 +179,7 @@ async function runPatches(files) {
   $("patch-results").hidden = false;
   setStatus(`Analysing ${files.length} patch${files.length > 1 ? "es" : ""}…`);
   try {
-    state.patchResults = await classifyPatches(files, endpoint(), (done, total) =>
+    state.patchResults = await classifyPatches(files, endpoint(), $("variant").value, (done, total) =>
       setStatus(`Analysing patches… ${done} of ${total}`),
     );
     adoptModelThreshold(state.patchResults);
@@ -171,6 +195,7 @@ async function runPatches(files) {
   } catch (error) {
     setStatus("");
     showError(error.message);
+    if (error.code === "unknown_variant") await refreshVariants();
   }
 }
 
@@ -343,10 +368,20 @@ function bindControls() {
   keyInput.addEventListener("change", () => {
     setApiKey(keyInput.value);
     refreshCases();
+    refreshVariants();
   });
   const endpointInput = $("endpoint");
   endpointInput.value = localStorage.getItem("bcd.endpoint") || "";
-  endpointInput.addEventListener("change", () => localStorage.setItem("bcd.endpoint", endpointInput.value.trim()));
+  endpointInput.addEventListener("change", () => {
+    localStorage.setItem("bcd.endpoint", endpointInput.value.trim());
+    refreshVariants();
+  });
+  // Another variant is another model: its own threshold, and the shown patches re-scored.
+  $("variant").addEventListener("change", () => {
+    state.thresholdTouched = false;
+    adoptVariantThreshold();
+    if (state.patchResults.length) runPatches(state.patchResults.map((result) => result.file));
+  });
   $("threshold").addEventListener("input", () => {
     state.thresholdTouched = true;
     showThreshold();
@@ -394,6 +429,7 @@ function main() {
   bindUpload();
   bindControls();
   refreshCases();
+  refreshVariants();
 }
 
 main();

@@ -8,13 +8,12 @@ function scoringUrl(endpoint) {
   return endpoint ? `/endpoints/${encodeURIComponent(endpoint)}/invocations` : "/predict-breast-cancer";
 }
 
-async function score(files, endpoint) {
+async function score(files, endpoint, variant) {
   const form = new FormData();
   files.forEach((file, index) => form.append(`image${index}`, file, file.name));
-  const document = await request("POST", scoringUrl(endpoint), {
-    body: form,
-    headers: { Accept: "application/json" },
-  });
+  const headers = { Accept: "application/json" };
+  if (variant) headers["X-Target-Variant"] = variant;
+  const document = await request("POST", scoringUrl(endpoint), { body: form, headers });
   const predictions = document.predictions || [document];
   if (predictions.length !== files.length) {
     throw new ApiError(500, "bad_response", "The server returned a different number of predictions.");
@@ -22,6 +21,7 @@ async function score(files, endpoint) {
   return predictions.map((prediction) => ({
     probability: prediction.probabilities[1],
     model: document.model,
+    variant: document.variant,
     threshold: document.threshold,
   }));
 }
@@ -31,14 +31,14 @@ function isFatal(error) {
   return [0, 401, 403, 404, 503, 504].includes(error.status);
 }
 
-// Score files in chunks; a chunk that fails is retried file by file so one
-// corrupt file only marks itself.
-export async function classifyPatches(files, endpoint, onProgress) {
+// Score files in chunks on the endpoint's variant (empty: the endpoint's own choice);
+// a chunk that fails is retried file by file so one corrupt file only marks itself.
+export async function classifyPatches(files, endpoint, variant, onProgress) {
   const results = files.map((file) => ({ file, url: URL.createObjectURL(file), probability: null, error: null }));
   for (let start = 0; start < files.length; start += CHUNK) {
     const chunk = results.slice(start, start + CHUNK);
     try {
-      const scored = await score(chunk.map((item) => item.file), endpoint);
+      const scored = await score(chunk.map((item) => item.file), endpoint, variant);
       scored.forEach((value, index) => Object.assign(chunk[index], value));
     } catch (error) {
       if (isFatal(error)) throw error;
@@ -47,7 +47,7 @@ export async function classifyPatches(files, endpoint, onProgress) {
       } else {
         for (const item of chunk) {
           try {
-            Object.assign(item, (await score([item.file], endpoint))[0]);
+            Object.assign(item, (await score([item.file], endpoint, variant))[0]);
           } catch (single) {
             if (isFatal(single)) throw single;
             item.error = single.message;
@@ -119,6 +119,18 @@ export function renderPatches(results, threshold, tbody, summary) {
   }
   const scored = results.length - failed;
   summary.textContent =
-    `${scored} of ${results.length} patches analysed; ${positives} called IDC at threshold ${threshold.toFixed(2)}` +
+    `${scored} of ${results.length} patches analysed${answeredBy(results)}; ` +
+    `${positives} called IDC at threshold ${threshold.toFixed(2)}` +
     (failed ? `; ${failed} could not be analysed.` : ".");
+}
+
+// " by variant V (model M)" for the variant(s) that answered, as the server named them.
+function answeredBy(results) {
+  const seen = new Map();
+  for (const result of results) {
+    if (!result.error && result.variant) seen.set(result.variant, result.model);
+  }
+  if (!seen.size) return "";
+  const names = [...seen].map(([variant, model]) => `${variant} (model ${model})`);
+  return ` by variant ${names.join(", ")}`;
 }
