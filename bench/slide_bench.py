@@ -24,6 +24,11 @@ lazy imports and font loading; it is printed apart) and then ``--repeats``
 times in alternation; the medians are compared, which keeps the other
 processes of a shared machine from favouring either side.
 
+Each synthetic slide also times bare inference on 5,120 of its tiles with
+denormal floats flushed (as the runtime scores) and kept (a plain ONNX
+Runtime session called from the main thread, as the runtime scored before),
+three times in alternation, best of each.
+
 The model is ``--model-dir`` if given, else the bundled model (``bcd/bundled``,
 the one ``make run`` serves).
 

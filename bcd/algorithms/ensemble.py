@@ -243,6 +243,16 @@ def write_ensemble(
         raise InvalidInputError("an ensemble needs at least two member models")
     names = list(names or [Path(folder).name for folder in member_dirs])
     descriptions = [json.loads((Path(d) / "model.json").read_text()) for d in member_dirs]
+    stained = [
+        str(folder)
+        for folder, description in zip(member_dirs, descriptions, strict=True)
+        if description["input"].get("stain_normalization")
+    ]
+    if stained:
+        # One graph takes one preprocessed input; per-member stain transforms cannot follow.
+        raise InvalidInputError(
+            f"ensemble members must not use stain_normalization; these do: {', '.join(stained)}"
+        )
     target = descriptions[0]["input"]
     networks, gains, offsets, centres, scales = [], [], [], [], []
     for folder, description in zip(member_dirs, descriptions, strict=True):

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -111,6 +112,8 @@ class TileExplainer:
         mean: Per-channel mean on that scale divided by ``scale``.
         std: Per-channel standard deviation, likewise.
         layer: The layer to attribute to (default :func:`target_layer`).
+        stain: The model's stain normalisation (``input.stain_normalization``),
+            applied to the uint8 tiles before scaling, as serving applies it.
 
     Thread-safe: one lock serialises the gradient passes (captum's hooks are
     per module).
@@ -123,6 +126,7 @@ class TileExplainer:
         mean: list[float],
         std: list[float],
         layer: nn.Module | None = None,
+        stain: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         from captum.attr import LayerGradCam
 
@@ -133,6 +137,7 @@ class TileExplainer:
         self._scale = float(scale)
         self._mean = np.asarray(mean, dtype=np.float32)
         self._std = np.asarray(std, dtype=np.float32)
+        self._stain = stain
         self._lock = threading.Lock()
 
     def heatmaps(self, tiles: np.ndarray) -> np.ndarray:
@@ -151,6 +156,8 @@ class TileExplainer:
         tiles = np.asarray(tiles)
         if tiles.ndim != 4 or tiles.shape[-1] != 3 or len(tiles) == 0:
             raise ValueError(f"tiles must be (N, H, W, 3) with N >= 1, got {tiles.shape}")
+        if self._stain is not None:
+            tiles = self._stain(tiles)  # onto the reference stain, as serving does
         images = (tiles.astype(np.float32) / self._scale - self._mean) / self._std
         batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         with self._lock:
@@ -204,16 +211,18 @@ def load_explainer(model_dir: str | Path) -> TileExplainer:
             "Grad-CAM needs them (training jobs write model.pt into the model folder)"
         )
     from bcd.algorithms import load_model
+    from bcd.stain import StainNormalizer
 
     try:
         description = json.loads((folder / "model.json").read_text())
         spec = description["input"]
+        stain = StainNormalizer.from_json(spec.get("stain_normalization"))
         model = load_model(folder)
     except (BcdError, KeyError, OSError, ValueError, RuntimeError) as error:
         raise ExplanationsUnavailableError(
             f"model {folder.name!r} cannot be rebuilt in torch for Grad-CAM: {error}"
         ) from None
-    return TileExplainer(model, spec["scale"], spec["mean"], spec["std"])
+    return TileExplainer(model, spec["scale"], spec["mean"], spec["std"], stain=stain)
 
 
 def blend(tile: np.ndarray, heat: np.ndarray, size: int) -> Image.Image:

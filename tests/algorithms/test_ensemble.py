@@ -157,3 +157,17 @@ def test_an_ensemble_needs_two_members_and_positive_scales(
     blank = np.full((8, 50, 50, 3), 255, dtype=np.uint8)
     with pytest.raises(InvalidInputError, match="constant"):
         write_ensemble(members, tmp_path / "blank", blank)
+
+
+def test_members_with_stain_normalisation_are_refused(
+    members: list[Path], patches: np.ndarray, tmp_path: Path
+) -> None:
+    import shutil
+
+    stained = tmp_path / "stained"
+    shutil.copytree(members[1], stained)
+    document = json.loads((stained / "model.json").read_text())
+    document["input"]["stain_normalization"] = {"method": "reinhard"}
+    (stained / "model.json").write_text(json.dumps(document))
+    with pytest.raises(InvalidInputError, match="stain_normalization"):
+        write_ensemble([members[0], stained], tmp_path / "out", patches)

@@ -112,6 +112,26 @@ def test_gradcam_follows_the_evidence_in_the_tile() -> None:
     assert not against.any()
 
 
+def test_gradcam_sees_the_tiles_after_the_models_stain_step() -> None:
+    # A stain step that darkens the top-left square: the evidence must follow it.
+    seen: list[tuple[int, ...]] = []
+
+    def stain(tiles: np.ndarray) -> np.ndarray:
+        seen.append(tiles.shape)
+        out = tiles.copy()
+        out[:, 30:45, 30:45] = 40
+        return out
+
+    model = DarknessModel()
+    explainer = TileExplainer(
+        model, 255.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], layer=model.relu, stain=stain
+    )
+    heat = explainer.heatmaps(np.full((2, 50, 50, 3), 240, dtype=np.uint8))
+    assert seen == [(2, 50, 50, 3)]
+    inside = heat[:, 29:46, 29:46].sum() / heat.sum()
+    assert inside > 0.9, inside
+
+
 def _conv_nets() -> list[Any]:
     from bcd.algorithms.efficientnet import EfficientNetLite
     from bcd.algorithms.models import DeepCNN, SmallCNN, UpsampledInput, build_resnet

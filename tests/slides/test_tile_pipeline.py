@@ -93,8 +93,7 @@ def test_a_consumer_that_stops_stops_the_reader_and_runs_its_cleanup() -> None:
 
     def items() -> Iterator[int]:
         try:
-            for index in range(10**6):
-                yield index  # type: ignore[misc]
+            yield from range(10**6)
         finally:
             cleaned.append(threading.current_thread().name)
 

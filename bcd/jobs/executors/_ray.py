@@ -6,15 +6,18 @@ per ``BCD_HOME``, see :func:`local_head_address`), reserves one placement-group
 bundle per instance (``SPREAD``: different nodes when the cluster has them)
 with the CPUs and GPUs of ``ResourceConfig.InstanceType``
 (:data:`~bcd.jobs.executors.INSTANCE_TYPES`), and starts one actor per
-bundle. Each actor runs the instance command as its child process, in its own
-process group, and hands its output lines back to the supervisor, which writes
-the log and scrapes metrics exactly as for local instances. The primary's
-actor names ``MASTER_ADDR`` (its node's address) and a free ``MASTER_PORT``.
+bundle. Each actor (:class:`~._ray_actor.ProcessActor`) runs the instance
+command as its child process, in a session of its own, samples its CPU and
+memory on its node, and hands its output lines and samples back to the
+supervisor, which writes the log and scrapes metrics exactly as for local
+instances. The primary's actor names ``MASTER_ADDR`` (its node's address) and
+a free ``MASTER_PORT``.
 
 The actors are owned by the supervisor: if it dies, Ray ends them and frees the
-reservation. Every node must see the job folder and the metadata store at the
-same paths (one machine; or a shared ``BCD_HOME`` with PostgreSQL, see
-docs/cluster.md).
+reservation, and each instance process dies with its actor. An actor that is
+lost fails its instance (:attr:`BaseInstance.lost`). Every node must see the
+job folder and the metadata store at the same paths (one machine; or a shared
+``BCD_HOME`` with PostgreSQL, see docs/cluster.md).
 """
 
 from __future__ import annotations
