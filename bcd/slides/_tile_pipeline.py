@@ -119,8 +119,8 @@ def prefetch(batches: Iterator[Batch], depth: int = DEPTH) -> Iterator[Batch]:
     def produce() -> None:
         try:
             for item in batches:
-                if not hand_over(item):
-                    return
+                if not hand_over(item) or stop.is_set():
+                    return  # the consumer is gone: read nothing more
             hand_over(_DONE)
         except BaseException as error:  # handed to the consumer, re-raised there
             hand_over(error)
