@@ -106,6 +106,26 @@ def onnx_parity(onnx_path: Path, model: nn.Module, batch: torch.Tensor) -> float
     return float(np.max(np.abs(actual - expected)))
 
 
+def onnx_section(difference: float, batch_size: int) -> dict[str, Any]:
+    """The ``onnx`` and ``weights`` entries of a ``model.json``.
+
+    Args:
+        difference: Largest absolute logit difference between ONNX and torch.
+        batch_size: Patches that difference was measured on.
+    """
+    return {
+        "onnx": {
+            "file": "model.onnx",
+            "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME,
+            "opset": ONNX_OPSET,
+            "parity_max_abs_diff": difference,
+            "parity_batch_size": batch_size,
+        },
+        "weights": {"file": "model.pt", "format": "torch state dict (weights_only)"},
+    }
+
+
 def write_artifacts(
     model_dir: Path,
     model: nn.Module,
@@ -173,15 +193,7 @@ def write_artifacts(
         },
         "class_names": class_names(int(hyperparameters["num_classes"])),
         "temperature": 1.0,
-        "onnx": {
-            "file": "model.onnx",
-            "input_name": INPUT_NAME,
-            "output_name": OUTPUT_NAME,
-            "opset": ONNX_OPSET,
-            "parity_max_abs_diff": difference,
-            "parity_batch_size": int(parity_batch.shape[0]),
-        },
-        "weights": {"file": "model.pt", "format": "torch state dict (weights_only)"},
+        **onnx_section(difference, int(parity_batch.shape[0])),
         "metrics": _finite(dict(metrics)),
         "dataset": dict(dataset),
         "training": _finite(dict(training or {})),

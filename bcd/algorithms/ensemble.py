@@ -228,13 +228,11 @@ def write_ensemble(
             built-in network, or an ONNX export that disagrees with torch.
     """
     from bcd.algorithms.artifacts import (
-        INPUT_NAME,
-        ONNX_OPSET,
-        OUTPUT_NAME,
         PARITY_TOLERANCE,
         export_onnx,
         load_model,
         onnx_parity,
+        onnx_section,
         write_atomically,
     )
     from bcd.evaluation._inference import RuntimeScorer
@@ -321,15 +319,7 @@ def write_ensemble(
                 )
             ],
         },
-        "onnx": {
-            "file": "model.onnx",
-            "input_name": INPUT_NAME,
-            "output_name": OUTPUT_NAME,
-            "opset": ONNX_OPSET,
-            "parity_max_abs_diff": difference,
-            "parity_batch_size": int(sample.shape[0]),
-        },
-        "weights": {"file": "model.pt", "format": "torch state dict (weights_only)"},
+        **onnx_section(difference, int(sample.shape[0])),
         "metrics": {},
         "dataset": descriptions[0].get("dataset", {}),
         "bcd_version": bcd.__version__,
